@@ -1,0 +1,72 @@
+from django.contrib import admin
+
+from dashboard import models
+
+
+@admin.register(models.Registry)
+class RegistryAdmin(admin.ModelAdmin):
+    list_display = ["name", "url", "reachable", "api_version", "delete_enabled", "last_successful_sync_at"]
+
+
+@admin.register(models.Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "registry", "tag_count", "total_size", "last_pushed_at", "last_synced_at"]
+    list_filter = ["registry"]
+    search_fields = ["name"]
+
+
+@admin.register(models.Manifest)
+class ManifestAdmin(admin.ModelAdmin):
+    list_display = ["digest", "repository", "kind", "media_type", "size", "created"]
+    list_filter = ["kind"]
+    search_fields = ["digest", "repository__name"]
+    raw_id_fields = ["repository"]
+    exclude = ["raw", "raw_config"]
+
+
+@admin.register(models.Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ["name", "repository", "manifest", "created", "last_seen_at", "last_pulled_at"]
+    search_fields = ["name", "repository__name"]
+    raw_id_fields = ["repository", "manifest"]
+
+
+@admin.register(models.TagHistory)
+class TagHistoryAdmin(admin.ModelAdmin):
+    list_display = ["tag", "repository", "digest", "since", "until", "started_by", "ended_by"]
+    search_fields = ["tag", "repository__name", "digest"]
+    raw_id_fields = ["repository", "user"]
+
+
+@admin.register(models.Pin)
+class PinAdmin(admin.ModelAdmin):
+    list_display = ["repository", "digest", "reason", "created_by", "created_at"]
+    raw_id_fields = ["repository"]
+
+
+@admin.register(models.AccessRule)
+class AccessRuleAdmin(admin.ModelAdmin):
+    list_display = ["group", "pattern", "role"]
+    list_filter = ["role", "group"]
+
+
+@admin.register(models.RetentionPolicy)
+class RetentionPolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "repository_pattern", "keep_newest", "older_than_days", "enabled"]
+
+
+@admin.register(models.AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "username", "action", "repository", "tag", "outcome"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["username", "repository", "tag", "digest_before", "digest_after"]
+
+    # The audit log is append-only, also for admins.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

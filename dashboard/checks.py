@@ -1,0 +1,27 @@
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core import checks
+
+
+@checks.register()
+def check_registry_url(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    url = settings.REGISTRY_URL
+    if not url:
+        return [
+            checks.Warning(
+                "REGISTRY_URL is not set.",
+                hint="Set it to your registry's address, e.g. http://127.0.0.1:5000.",
+                id="dashboard.W001",
+            )
+        ]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return [
+            checks.Warning(
+                f"REGISTRY_URL {url!r} is not a registry base URL.",
+                hint="Use scheme, host and optional port only, e.g. https://registry.example.com:5000.",
+                id="dashboard.W002",
+            )
+        ]
+    return []

@@ -1,0 +1,268 @@
+"""The cache of a registry's content, and what the dashboard adds to it (pins, rules, audit)."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+
+class Registry(models.Model):
+    """A Distribution registry; the configured one is created from the environment."""
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500, unique=True)
+    public_host = models.CharField(
+        max_length=255, blank=True, help_text="Host used in pull lines, e.g. registry.example.com:5000."
+    )
+    # Last ping, kept so pages can describe the registry without calling it.
+    reachable = models.BooleanField(null=True)
+    api_version = models.CharField(max_length=50, blank=True)
+    delete_enabled = models.BooleanField(null=True)
+    tag_delete_supported = models.BooleanField(null=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    unreachable_since = models.DateTimeField(null=True, blank=True)
+    last_successful_sync_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "registries"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Repository(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="repositories")
+    name = models.CharField(max_length=255)
+    namespace = models.CharField(max_length=255, blank=True, db_index=True)
+    tag_count = models.PositiveIntegerField(default=0)
+    total_size = models.BigIntegerField(default=0, help_text="Bytes of the distinct blobs its tags reference.")
+    last_pushed_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    # Sync state: a failed sync records its error here and leaves every other row as it was.
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(blank=True)
+    last_sync_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "repositories"
+        constraints = [models.UniqueConstraint(fields=["registry", "name"], name="unique_repository_name")]
+        indexes = [
+            models.Index(fields=["registry", "last_pushed_at"]),
+            models.Index(fields=["registry", "total_size"]),
+            models.Index(fields=["registry", "tag_count"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.namespace = namespace_of(self.name)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.tag_count == 0
+
+
+def namespace_of(repository_name: str) -> str:
+    """`team-a/svc/api` -> `team-a/svc`; a flat name has no namespace."""
+    return repository_name.rpartition("/")[0]
+
+
+class Manifest(models.Model):
+    """One digest in one repository; its parsed content never changes (content addressed)."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "image"
+        INDEX = "index", "multi-arch index"
+        ARTIFACT = "artifact", "artifact"
+        SCHEMA1 = "schema1", "legacy schema1"
+        UNKNOWN = "unknown", "unknown"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
+    digest = models.CharField(max_length=100)
+    media_type = models.CharField(max_length=255)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    artifact_type = models.CharField(max_length=255, blank=True)
+    size = models.BigIntegerField(default=0, help_text="Manifest, config and layers, compressed.")
+    created = models.DateTimeField(null=True, blank=True)
+    platform = models.CharField(max_length=100, blank=True, help_text="os/arch[/variant]")
+    # Index: [{"digest", "media_type", "size", "platform"}]; image: [{"digest", "media_type", "size", "created_by", ...}].
+    children = models.JSONField(default=list, blank=True)
+    layers = models.JSONField(default=list, blank=True)
+    config_digest = models.CharField(max_length=100, blank=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Parsed config summary.")
+    raw = models.BinaryField(help_text="Exact manifest bytes: re-PUT them to restore a tag byte for byte.")
+    raw_config = models.BinaryField(null=True, blank=True)
+    subject_digest = models.CharField(max_length=100, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    missing_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set when the registry no longer has this digest."
+    )
+    fetch_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="unique_manifest_digest")]
+        indexes = [models.Index(fields=["repository", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.repository.name}@{self.digest}"
+
+
+class Tag(models.Model):
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=128)
+    manifest = models.ForeignKey(Manifest, on_delete=models.PROTECT, related_name="tags")
+    # Copied from the manifest so a repository page sorts 10,000 tags on an index, without a join.
+    created = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    pointed_at = models.DateTimeField(default=timezone.now, help_text="When it last moved to its digest.")
+    last_pulled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "name"], name="unique_tag_name")]
+        indexes = [models.Index(fields=["repository", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.repository.name}:{self.name}"
+
+
+class TagHistory(models.Model):
+    """Where a tag pointed and when (Quay-style); an open period has no `until`."""
+
+    class Source(models.TextChoices):
+        SYNC = "sync", "seen by sync"
+        NOTIFICATION = "notification", "registry notification"
+        USER = "user", "user action"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="tag_history")
+    tag = models.CharField(max_length=128)
+    digest = models.CharField(max_length=100)
+    since = models.DateTimeField(default=timezone.now)
+    until = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=20, choices=Source.choices)
+    ended_by = models.CharField(max_length=20, choices=Source.choices, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        verbose_name_plural = "tag history"
+        indexes = [models.Index(fields=["repository", "tag", "since"])]
+        constraints = [
+            # At most one open period per tag: two concurrent syncs cannot both open one.
+            models.UniqueConstraint(
+                fields=["repository", "tag"], condition=models.Q(until__isnull=True), name="one_open_period_per_tag"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tag} -> {self.digest}"
+
+
+class NotificationEvent(models.Model):
+    """Ids of registry events already handled, so a redelivery changes nothing."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    action = models.CharField(max_length=20)
+    repository = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+
+class Pin(models.Model):
+    """A protected version: the pin holds the digest, not the tag."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="pins")
+    digest = models.CharField(max_length=100)
+    tags_at_pin = models.JSONField(default=list, blank=True, help_text="Tags that pointed at the digest when pinned.")
+    reason = models.CharField(max_length=500)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="unique_pin")]
+
+    def __str__(self) -> str:
+        return f"{self.repository.name}@{self.digest}"
+
+
+class Role(models.IntegerChoices):
+    """Each role includes the ones before it."""
+
+    VIEWER = 10, "viewer"
+    MAINTAINER = 20, "maintainer"
+    OPERATOR = 30, "operator"
+    ADMIN = 40, "admin"
+
+
+class AccessRule(models.Model):
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="access_rules")
+    pattern = models.CharField(max_length=255, help_text="Glob on the full repository name: team-a/*, website-*, *")
+    role = models.PositiveSmallIntegerField(choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "pattern"], name="unique_rule")]
+
+    def __str__(self) -> str:
+        return f"{self.group.name}: {self.pattern} ({self.get_role_display()})"
+
+    def matches(self, repository_name: str) -> bool:
+        return fnmatch.fnmatchcase(repository_name, self.pattern)
+
+
+class RetentionPolicy(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    repository_pattern = models.CharField(max_length=255, default="*")
+    keep_newest = models.PositiveIntegerField(null=True, blank=True, help_text="Keep the newest N tags by created date.")
+    older_than_days = models.PositiveIntegerField(null=True, blank=True, help_text="Delete only tags older than D days.")
+    tag_include = models.CharField(max_length=255, blank=True, help_text="Only tags matching this regex.")
+    tag_exclude = models.CharField(max_length=255, blank=True, help_text="Never tags matching this regex.")
+    keep_pulled_within_days = models.PositiveIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "retention policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AuditEntry(models.Model):
+    """Append-only record of every action and refused attempt."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "done"
+        REFUSED = "refused", "refused"
+        FAILED = "failed", "failed"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    action = models.CharField(max_length=40, db_index=True)
+    repository = models.CharField(max_length=255, blank=True, db_index=True)
+    tag = models.CharField(max_length=128, blank=True)
+    digest_before = models.CharField(max_length=100, blank=True)
+    digest_after = models.CharField(max_length=100, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    reason = models.TextField(blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.username} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Audit entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Audit entries are append-only")

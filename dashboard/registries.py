@@ -1,0 +1,37 @@
+"""The configured registry, and a client for it built from settings."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from dashboard.models import Registry
+from dashboard.registry import RegistryClient
+
+
+def configured_registry() -> Registry:
+    """The registry named by REGISTRY_URL, created on first use."""
+    url = settings.REGISTRY_URL.rstrip("/")
+    registry, _ = Registry.objects.get_or_create(
+        url=url, defaults={"name": urlsplit(url).netloc or url}
+    )
+    return registry
+
+
+def public_host(registry: Registry) -> str:
+    """Host shown in `docker pull` lines: REGISTRY_PUBLIC_HOST, else the registry URL's host."""
+    return registry.public_host or settings.REGISTRY_PUBLIC_HOST or urlsplit(registry.url).netloc
+
+
+def client_for(registry: Registry) -> RegistryClient:
+    verify: bool | str = settings.REGISTRY_VERIFY_TLS
+    if verify and settings.REGISTRY_CA_BUNDLE:
+        verify = settings.REGISTRY_CA_BUNDLE
+    return RegistryClient(
+        registry.url,
+        username=settings.REGISTRY_USERNAME or None,
+        password=settings.REGISTRY_PASSWORD or None,
+        verify=verify,
+        timeout=(settings.REGISTRY_CONNECT_TIMEOUT, settings.REGISTRY_READ_TIMEOUT),
+        retries=settings.REGISTRY_RETRIES,
+        allowed_realm_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
+    )
