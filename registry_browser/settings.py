@@ -137,3 +137,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Access: see dashboard/access.py.
+DASHBOARD_PUBLIC_READ = env_bool("DASHBOARD_PUBLIC_READ", False)
+_ROLE_NAMES = {"none": None, "viewer": 10, "maintainer": 20, "operator": 30, "admin": 40}
+_default_role_name = env_str("DASHBOARD_DEFAULT_ROLE", "none").strip().lower()
+if _default_role_name not in _ROLE_NAMES:
+    raise ImproperlyConfigured(f"DASHBOARD_DEFAULT_ROLE must be one of {', '.join(_ROLE_NAMES)}")
+DASHBOARD_DEFAULT_ROLE = _ROLE_NAMES[_default_role_name]
