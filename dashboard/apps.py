@@ -6,4 +6,4 @@ class DashboardConfig(AppConfig):
     verbose_name = "Registry Browser"
 
     def ready(self) -> None:
-        from dashboard import checks  # noqa: F401  (registers the system checks)
+        from dashboard import checks, signals  # noqa: F401  (registers checks and receivers)

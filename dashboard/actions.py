@@ -1,0 +1,135 @@
+"""What every destructive action shares: the permission check, the digest guard, the audit entry.
+
+Each action (delete a tag, delete a version, pin, unpin, restore, retention) is one function
+that calls `guarded_action`, so that the order is always the same: permission before any
+registry call, then the digest guard, then the registry, then cache, history and audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.http import HttpRequest
+
+from dashboard import audit
+from dashboard.access import role_on
+from dashboard.models import AuditEntry, Repository, Role
+from dashboard.registry import RegistryClient
+from dashboard.registry.errors import NotFound, RegistryError
+
+
+class ActionRefused(Exception):
+    """The action was not carried out; `message` tells the user why, `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class PermissionRefused(ActionRefused):
+    def __init__(self, message: str = "You do not have the role this action needs.") -> None:
+        super().__init__(message, status=403)
+
+
+class NotVisible(ActionRefused):
+    """The user may not see the repository: answered as a 404, so its name does not leak."""
+
+    def __init__(self) -> None:
+        super().__init__("No such repository.", status=404)
+
+
+class DigestMoved(ActionRefused):
+    """The tag no longer points where the user saw it: someone pushed in between."""
+
+    def __init__(self, tag: str, expected: str, current: str | None) -> None:
+        now = f"now points at {current}" if current else "no longer exists"
+        super().__init__(
+            f"Tag {tag} {now}, not at {expected} as shown. Nothing was changed; reload and check again.",
+            status=409,
+        )
+        self.current = current
+
+
+@dataclass
+class ActionContext:
+    """Who acts on which repository; collects what the audit entry will say."""
+
+    request: HttpRequest | None
+    user: object
+    repository: Repository
+    action: str
+    tag: str = ""
+    digest_before: str = ""
+    digest_after: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def audit(self, outcome: str, reason: str = "") -> AuditEntry:
+        return audit.record(
+            self.request,
+            self.action,
+            outcome,
+            user=self.user,
+            repository=self.repository.name,
+            tag=self.tag,
+            digest_before=self.digest_before,
+            digest_after=self.digest_after,
+            reason=reason or "; ".join(self.notes),
+        )
+
+
+def require_role(user, repository: Repository, minimum: int) -> None:
+    role = role_on(user, repository.name)
+    if role is None:
+        raise NotVisible()
+    if role < minimum:
+        needed = Role(minimum).label
+        raise PermissionRefused(f"This needs the {needed} role on {repository.name}.")
+
+
+@contextmanager
+def guarded_action(
+    request: HttpRequest | None,
+    user,
+    repository: Repository,
+    action: str,
+    minimum: int,
+    *,
+    tag: str = "",
+    digest_before: str = "",
+) -> Iterator[ActionContext]:
+    """Run an action body with the permission check first and an audit entry for every outcome.
+
+    Refusals (`ActionRefused`) and registry errors are audited and re-raised; the body
+    records success by returning normally.
+    """
+    context = ActionContext(request, user, repository, action, tag=tag, digest_before=digest_before)
+    try:
+        require_role(user, repository, minimum)
+        yield context
+    except ActionRefused as refused:
+        context.audit(AuditEntry.Outcome.REFUSED, refused.message)
+        raise
+    except RegistryError as error:
+        context.audit(AuditEntry.Outcome.FAILED, str(error))
+        raise ActionRefused(f"The registry refused: {error}", status=502) from error
+    context.audit(AuditEntry.Outcome.OK)
+
+
+def current_digest(client: RegistryClient, repository: str, tag: str) -> str | None:
+    """The tag's digest as the registry sees it right now; None when the tag is gone."""
+    try:
+        return client.head_manifest(repository, tag).digest
+    except NotFound:
+        return None
+
+
+def check_digest(client: RegistryClient, repository: str, tag: str, expected: str) -> str:
+    """The digest guard: refuse unless the tag still points at the digest the user was shown."""
+    current = current_digest(client, repository, tag)
+    if current != expected:
+        raise DigestMoved(tag, expected, current)
+    return current
+
