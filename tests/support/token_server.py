@@ -61,7 +61,10 @@ class TokenServer:
         self.cert_path.write_bytes(_self_signed_cert(self._key, issuer).public_bytes(serialization.Encoding.PEM))
         self._httpd = _TokenHTTPServer(self)
         self.realm = f"http://127.0.0.1:{self._httpd.server_port}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="token-server", daemon=True)
+        # A short poll interval makes stop() return quickly instead of after up to half a second.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="token-server", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
