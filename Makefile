@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := docker-registry skopeo umoci chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps venv bench-sync bench-pages clean
+.PHONY: demo test test-postgres worker system-deps venv bench-sync bench-pages bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ system-deps:
 test: system-deps venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The same suite against a throwaway PostgreSQL server (installed with apt when missing).
+test-postgres: system-deps venv
+	deploy/with-postgres.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+# Runs queued syncs, notifications and retention (TASK_BACKEND=database, the production default).
+worker: venv
+	$(BIN)/python manage.py db_worker
+
 demo: system-deps venv
 	$(BIN)/python manage.py demo
 
@@ -44,6 +52,10 @@ bench-sync: system-deps venv
 
 bench-pages: system-deps venv
 	$(BIN)/python bench/pages.py
+
+bench-load: system-deps venv
+	$(BIN)/pip install --quiet -e '.[bench,postgres]'
+	deploy/with-postgres.sh $(BIN)/python bench/load.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo staticfiles .pytest_cache

@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from dashboard import models
 
@@ -42,6 +42,22 @@ class TagHistoryAdmin(admin.ModelAdmin):
 class PinAdmin(admin.ModelAdmin):
     list_display = ["repository", "digest", "reason", "created_by", "created_at"]
     raw_id_fields = ["repository"]
+
+
+@admin.register(models.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["name", "user__username", "prefix"]
+    raw_id_fields = ["user"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            # Only the hash is stored, so this message is the one chance to copy the token.
+            token = obj.new_secret()
+            messages.warning(request, f"Token for {obj.user}: {token} (copy it now, it will not be shown again)")
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(models.AccessRule)

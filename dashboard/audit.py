@@ -1,10 +1,36 @@
-"""Writing the audit log: one call per action or refused attempt."""
+"""Writing and reading the audit log: one entry per action or refused attempt."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from collections.abc import Callable
+from contextvars import ContextVar
 
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from dashboard.access import AnyUser, is_admin, visible_names
 from dashboard.models import AuditEntry
+
+_current_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
+
+
+class AuditRequestMiddleware:
+    """Remembers the request being served, so that model signals (a rule edited in the Django
+    admin, a user added to a group) can name who did it. Outside a request they say "system"."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _current_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _current_request.reset(token)
+
+
+def current_request() -> HttpRequest | None:
+    return _current_request.get()
 
 
 def client_address(request: HttpRequest | None) -> str | None:
@@ -19,19 +45,28 @@ def record(
     outcome: str,
     *,
     user=None,
+    username: str = "",
     repository: str = "",
     tag: str = "",
     digest_before: str = "",
     digest_after: str = "",
     reason: str = "",
 ) -> AuditEntry:
-    """Append one audit entry; `user` defaults to the request's user (None for the command line)."""
+    """Append one audit entry.
+
+    `user` defaults to the request's user (nobody for the command line); `username` names who
+    tried when nobody is signed in, e.g. the name typed into a failed login.
+    """
     if user is None and request is not None:
-        user = request.user
+        user = getattr(request, "user", None)
     signed_in = user is not None and user.is_authenticated
+    if signed_in:
+        label = user.get_username()
+    else:
+        label = username or ("anonymous" if request is not None else "system")
     return AuditEntry.objects.create(
         user=user if signed_in else None,
-        username=user.get_username() if signed_in else ("anonymous" if request is not None else "system"),
+        username=label[:150],
         action=action,
         repository=repository,
         tag=tag,
@@ -41,3 +76,14 @@ def record(
         reason=reason[:2000],
         remote_addr=client_address(request),
     )
+
+
+def entries_visible_to(user: AnyUser) -> QuerySet[AuditEntry]:
+    """Admins see everything; others see entries of repositories they may see, and none that
+    name no repository (logins, rule changes)."""
+    entries = AuditEntry.objects.all()
+    if is_admin(user):
+        return entries
+    entries = entries.exclude(repository="")
+    visible = visible_names(user, "repository")
+    return entries if visible is None else entries.filter(visible)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
+import hmac
+import re
+import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from dashboard.versions import VERSION_KEY_MAX_LENGTH, version_sort_key
 
 
 class Registry(models.Model):
@@ -96,6 +102,7 @@ class Manifest(models.Model):
     children = models.JSONField(default=list, blank=True)
     layers = models.JSONField(default=list, blank=True)
     config_digest = models.CharField(max_length=100, blank=True)
+    config_size = models.BigIntegerField(default=0, help_text="Bytes of the config blob, from the manifest.")
     config = models.JSONField(default=dict, blank=True, help_text="Parsed config summary.")
     raw = models.BinaryField(help_text="Exact manifest bytes: re-PUT them to restore a tag byte for byte.")
     raw_config = models.BinaryField(null=True, blank=True)
@@ -124,13 +131,22 @@ class Tag(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now)
     pointed_at = models.DateTimeField(default=timezone.now, help_text="When it last moved to its digest.")
     last_pulled_at = models.DateTimeField(null=True, blank=True)
+    # version_sort_key(name), so sorting by version is an index scan; bulk_create must fill it too.
+    version_key = models.CharField(max_length=VERSION_KEY_MAX_LENGTH, default="", editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "name"], name="unique_tag_name")]
-        indexes = [models.Index(fields=["repository", "created"])]
+        indexes = [
+            models.Index(fields=["repository", "created"]),
+            models.Index(fields=["repository", "version_key"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.repository.name}:{self.name}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.version_key = version_sort_key(self.name)
+        super().save(*args, **kwargs)
 
 
 class TagHistory(models.Model):
@@ -173,6 +189,24 @@ class NotificationEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
 
+class TaskProgress(models.Model):
+    """How far a background task got; the task queue itself only knows its state."""
+
+    task_id = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=200)
+    # Blank for work on the whole registry; otherwise only users who may see it may follow it.
+    repository = models.CharField(max_length=255, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "task progress"
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.done}/{self.total or '?'}"
+
+
 class Pin(models.Model):
     """A protected version: the pin holds the digest, not the tag."""
 
@@ -190,6 +224,57 @@ class Pin(models.Model):
         return f"{self.repository.name}@{self.digest}"
 
 
+class ApiToken(models.Model):
+    """A personal token for the JSON API. Only its hash is kept: the token is shown once.
+
+    Tokens read `rb_<prefix>_<secret>`; the prefix finds the row, the hash of the whole token
+    proves it. The secret is 256 random bits, so a fast hash is enough (nothing to brute-force).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What uses it, e.g. the deploy pipeline.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} (rb_{self.prefix}_…)"
+
+    def new_secret(self) -> str:
+        """Give this (unsaved) token a fresh secret; return the token to show once."""
+        self.prefix = secrets.token_hex(4)
+        token = f"rb_{self.prefix}_{secrets.token_urlsafe(32)}"
+        self.token_hash = _token_hash(token)
+        return token
+
+    @classmethod
+    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
+        api_token = cls(user=user, name=name)
+        token = api_token.new_secret()
+        api_token.save()
+        return api_token, token
+
+    @classmethod
+    def find(cls, token: str) -> ApiToken | None:
+        """The active user's token matching `token` exactly, else None."""
+        scheme, _, rest = token.partition("_")
+        prefix, _, secret = rest.partition("_")
+        if scheme != "rb" or not prefix or not secret:
+            return None
+        api_token = cls.objects.select_related("user").filter(prefix=prefix, user__is_active=True).first()
+        if api_token is None or not hmac.compare_digest(api_token.token_hash, _token_hash(token)):
+            return None
+        return api_token
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Role(models.IntegerChoices):
     """Each role includes the ones before it."""
 
@@ -197,6 +282,33 @@ class Role(models.IntegerChoices):
     MAINTAINER = 20, "maintainer"
     OPERATOR = 30, "operator"
     ADMIN = 40, "admin"
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A glob (`*`, `?`) as an anchored regex that Python, SQLite and PostgreSQL all read alike.
+
+    `*` also crosses `/`, so `team-a/*` covers `team-a/svc/api`. Everything else is literal
+    (no `[...]` classes), so a rule matches the same names in Python and in the database.
+    """
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        elif char.isalnum():
+            parts.append(char)
+        else:
+            parts.append("\\" + char)
+    return "^" + "".join(parts) + "$"
+
+
+def glob_matches(pattern: str, repository_name: str) -> bool:
+    return re.fullmatch(glob_to_regex(pattern), repository_name) is not None
+
+
+# Repository-name characters (lower case, per the distribution spec) plus the two wildcards.
+ACCESS_PATTERN = re.compile(r"[a-z0-9._/*?-]+")
 
 
 class AccessRule(models.Model):
@@ -210,8 +322,15 @@ class AccessRule(models.Model):
     def __str__(self) -> str:
         return f"{self.group.name}: {self.pattern} ({self.get_role_display()})"
 
+    def clean(self) -> None:
+        # A pattern with upper case or other characters would silently match nothing.
+        if not ACCESS_PATTERN.fullmatch(self.pattern):
+            raise ValidationError(
+                {"pattern": "Use lower-case repository-name characters (a-z 0-9 . _ - /) and the wildcards * and ?."}
+            )
+
     def matches(self, repository_name: str) -> bool:
-        return fnmatch.fnmatchcase(repository_name, self.pattern)
+        return glob_matches(self.pattern, repository_name)
 
 
 class RetentionPolicy(models.Model):
@@ -230,6 +349,50 @@ class RetentionPolicy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if not ACCESS_PATTERN.fullmatch(self.repository_pattern):
+            errors["repository_pattern"] = "Use lower-case repository-name characters and the wildcards * and ?."
+        for name in ("tag_include", "tag_exclude"):
+            try:
+                re.compile(getattr(self, name))
+            except re.error as error:
+                errors[name] = f"Not a valid regular expression: {error}."
+        # Without an age or count limit the policy would select every tag it covers.
+        if self.keep_newest is None and self.older_than_days is None:
+            errors["older_than_days"] = "Set an age (older than D days), a count (keep the newest N), or both."
+        if errors:
+            raise ValidationError(errors)
+
+
+class DeletedVersion(models.Model):
+    """A version deleted through the dashboard. The registry keeps its blobs on disk until its
+    offline garbage collection runs; the cache forgets the manifest, so its size is kept here."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="deleted_versions")
+    repository = models.CharField(max_length=255, db_index=True)
+    digest = models.CharField(max_length=100)
+    freed_bytes = models.BigIntegerField(
+        default=0, help_text="Bytes of its blobs that no remaining cached manifest used when it was deleted."
+    )
+    deleted_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    """Bulk changes would bypass `AuditEntry.save` and `delete`: refuse them too."""
+
+    def update(self, **kwargs):
+        raise ValueError("Audit entries are append-only")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise ValueError("Audit entries are append-only")
+
+    def delete(self):
+        raise ValueError("Audit entries are append-only")
 
 
 class AuditEntry(models.Model):
@@ -251,6 +414,8 @@ class AuditEntry(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     reason = models.TextField(blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "audit entries"

@@ -29,22 +29,31 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "axes",
+    "django_tasks",
+    "django_tasks_db",
+    "django_prometheus",
     "dashboard",
 ]
 
 MIDDLEWARE = [
+    # First, so the request log line and the metrics time everything below them.
+    "dashboard.logging.RequestLogMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Lets audit entries written from model signals name the signed-in user who acted.
+    "dashboard.audit.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes requires: it turns a locked-out login into a 429 page.
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -57,6 +66,7 @@ AXES_COOLOFF_TIME = env_float("LOGIN_LOCKOUT_HOURS", 0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 # Only our own static files (htmx is served by django-htmx from our static files).
 CONTENT_SECURITY_POLICY = {
@@ -95,6 +105,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # With persistent connections, check each one before a request reuses it.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -107,6 +119,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Background work (syncs, notifications, retention) runs on django-tasks. "database" queues
+# in the database above and needs `python manage.py db_worker`; "immediate" runs each task
+# inline, which suits development and tests.
+_TASK_BACKENDS = {
+    "database": "django_tasks_db.DatabaseBackend",
+    "immediate": "django_tasks.backends.immediate.ImmediateBackend",
+}
+_task_backend_name = env_str("TASK_BACKEND", "immediate" if DEBUG else "database")
+if _task_backend_name not in _TASK_BACKENDS:
+    raise ImproperlyConfigured(f"TASK_BACKEND must be one of {', '.join(_TASK_BACKENDS)}")
+TASKS = {"default": {"BACKEND": _TASK_BACKENDS[_task_backend_name]}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -115,7 +139,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:catalog"
-LOGOUT_REDIRECT_URL = "dashboard:catalog"
+# No LOGOUT_REDIRECT_URL: signing out (a POST) shows registration/logged_out.html as confirmation.
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -138,12 +162,20 @@ STORAGES = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# htmx sends the CSRF token from the page (hx-headers in base.html), so no script reads the cookie.
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes, metrics and the registry's notifications arrive over the internal network, not TLS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^notifications/"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is the domain owner's one-way decision, not a default; without it `check --deploy`
+# would always warn, and a check that always warns gets ignored.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -159,13 +191,24 @@ REGISTRY_RETRIES = env_int("REGISTRY_RETRIES", 2)
 REGISTRY_TOKEN_REALM_HOSTS = env_list("REGISTRY_TOKEN_REALM_HOSTS", [])
 REGISTRY_PUBLIC_HOST = env_str("REGISTRY_PUBLIC_HOST")
 
+# One line per request and per registry call; JSON for log collectors, plain for a terminal.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "dashboard.logging.PlainFormatter"},
+        "json": {"()": "dashboard.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A full sync makes one registry call per tag: WARNING keeps only the failures.
+        "dashboard.registry": {"level": env_str("REGISTRY_LOG_LEVEL", "INFO")},
+    },
 }
 
 # Access: see dashboard/access.py.
@@ -175,3 +218,12 @@ _default_role_name = env_str("DASHBOARD_DEFAULT_ROLE", "none").strip().lower()
 if _default_role_name not in _ROLE_NAMES:
     raise ImproperlyConfigured(f"DASHBOARD_DEFAULT_ROLE must be one of {', '.join(_ROLE_NAMES)}")
 DASHBOARD_DEFAULT_ROLE = _ROLE_NAMES[_default_role_name]
+
+# Sync and notifications: see dashboard/sync.py and dashboard/notifications.py.
+# Registry requests a sync runs in parallel (`sync_registry --workers` overrides it).
+REGISTRY_SYNC_WORKERS = env_int("REGISTRY_SYNC_WORKERS", 8)
+# The registry's notifications are accepted only with this shared secret, sent by the registry
+# as the raw value of the header below; unset, the endpoint refuses every event.
+REGISTRY_NOTIFICATIONS_SECRET = env_str("REGISTRY_NOTIFICATIONS_SECRET")
+REGISTRY_NOTIFICATIONS_HEADER = env_str("REGISTRY_NOTIFICATIONS_HEADER", "X-Registry-Secret")
+REGISTRY_NOTIFICATIONS_MAX_BYTES = env_int("REGISTRY_NOTIFICATIONS_MAX_BYTES", 1024 * 1024)

@@ -59,8 +59,18 @@ class Unsupported(RegistryError):
 
 
 class RateLimited(RegistryError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    """HTTP 429; `retry_after` is in seconds when the registry said how long to wait."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        detail: object = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, detail=detail)
         self.retry_after = retry_after
 
 
@@ -118,23 +128,32 @@ def error_from_response(
     (requests' CaseInsensitiveDict)."""
     code, registry_message, detail = parse_error_body(body)
     said = _sentence(registry_message)
-    kwargs = {"status": status, "code": code, "detail": detail}
-    if status == 401:
-        return Unauthorized(said or "The registry requires valid credentials", **kwargs)
-    if status == 403:
-        return Denied(said or "The registry denied access", **kwargs)
-    if status == 404:
-        return NotFound(said or "Not found on the registry", **kwargs)
-    if status == 405 or code == "UNSUPPORTED":
-        message = DELETE_HINT if method == "DELETE" else "The registry does not support this operation"
-        return Unsupported(message, **kwargs)
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         wait = f"; retry after {retry_after:.0f} s" if retry_after is not None else ""
-        return RateLimited(f"The registry is rate limiting requests{wait}", retry_after=retry_after, **kwargs)
-    if status >= 500:
-        return Unavailable(said or "The registry failed to answer", **kwargs)
-    return RegistryError(said or "The registry rejected the request", **kwargs)
+        return RateLimited(
+            f"The registry is rate limiting requests{wait}",
+            retry_after=retry_after,
+            status=status,
+            code=code,
+            detail=detail,
+        )
+    cls: type[RegistryError]
+    if status == 401:
+        cls, fallback = Unauthorized, "The registry requires valid credentials"
+    elif status == 403:
+        cls, fallback = Denied, "The registry denied access"
+    elif status == 404:
+        cls, fallback = NotFound, "Not found on the registry"
+    elif status == 405 or code == "UNSUPPORTED":
+        # The registry's own text ("The operation is unsupported.") does not say what to do.
+        cls, said = Unsupported, None
+        fallback = DELETE_HINT if method == "DELETE" else "The registry does not support this operation"
+    elif status >= 500:
+        cls, fallback = Unavailable, "The registry failed to answer"
+    else:
+        cls, fallback = RegistryError, "The registry rejected the request"
+    return cls(said or fallback, status=status, code=code, detail=detail)
 
 
 def _sentence(text: str | None) -> str | None:

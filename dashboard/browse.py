@@ -1,0 +1,368 @@
+"""What the browse pages show, read from the cache with a bounded number of queries.
+
+Views validate the query string, call one of these, and render. Nothing here calls the
+registry except `refresh`, which runs the sync.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from django.db.models import Count, F, Q, QuerySet, Window
+from django.db.models.functions import RowNumber
+
+from dashboard.forms import CatalogQuery, TagQuery
+from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
+from dashboard.registry import (
+    HistoryStep,
+    ImageConfig,
+    ImageIndex,
+    ImageManifest,
+    InvalidResponse,
+    RegistryError,
+    align_history,
+    parse_image_config,
+    parse_manifest,
+)
+from dashboard.registries import client_for
+from dashboard.sync import sync_registry
+
+# How many other tags of the same digest a tag row names before "+N more".
+SIBLINGS_SHOWN = 3
+# cosign's convention: the signature of sha256:<hex> is stored under the tag sha256-<hex>.sig.
+_COSIGN_TAG = re.compile(r"sha256-(?P<hex>[a-f0-9]{64})\.(?P<suffix>sig|att|sbom)")
+COSIGN_KINDS = {"sig": "signature", "att": "attestation", "sbom": "SBOM"}
+# OCI annotations that hold web addresses; shown as links only when they really are http(s).
+LINK_LABELS = frozenset(
+    {
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.url",
+        "org.opencontainers.image.documentation",
+        "org.opencontainers.image.revision",
+    }
+)
+
+
+# Catalog ------------------------------------------------------------------------------------
+
+
+def filter_repositories(repositories: QuerySet[Repository], query: CatalogQuery) -> QuerySet[Repository]:
+    """The visible repositories matching the search and namespace, in the requested order."""
+    data = query.cleaned_data
+    if data["q"]:
+        repositories = repositories.filter(name__icontains=data["q"])
+    if data["namespace"]:
+        namespace = data["namespace"]
+        repositories = repositories.filter(Q(namespace=namespace) | Q(namespace__startswith=namespace + "/"))
+    return repositories.order_by(*query.ordering())
+
+
+def namespaces(repositories: QuerySet[Repository]) -> list[str]:
+    return list(repositories.exclude(namespace="").order_by("namespace").values_list("namespace", flat=True).distinct())
+
+
+# Repository ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CosignTag:
+    kind: str
+    subject_digest: str
+
+
+def cosign_tag(tag_name: str) -> CosignTag | None:
+    """`sha256-<hex>.sig` -> a signature of sha256:<hex>; None for ordinary tags."""
+    match = _COSIGN_TAG.fullmatch(tag_name)
+    if match is None:
+        return None
+    return CosignTag(COSIGN_KINDS[match["suffix"]], f"sha256:{match['hex']}")
+
+
+def platforms_of(manifest: Manifest) -> list[str]:
+    if manifest.kind == Manifest.Kind.INDEX:
+        return [child["platform"] for child in manifest.children if child.get("platform")]
+    return [manifest.platform] if manifest.platform else []
+
+
+@dataclass
+class TagRow:
+    tag: Tag
+    siblings: list[str] = field(default_factory=list)
+    more_siblings: int = 0
+    pinned: bool = False
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.tag.manifest
+
+    @property
+    def platforms(self) -> list[str]:
+        return platforms_of(self.tag.manifest)
+
+    @property
+    def cosign(self) -> CosignTag | None:
+        return cosign_tag(self.tag.name)
+
+
+def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
+    """The repository's tags matching the search, in the requested order, without the heavy
+    manifest columns (raw bytes, config) a list never shows."""
+    tags = (
+        Tag.objects.filter(repository=repository)
+        .select_related("manifest")
+        .only(
+            "name",
+            "created",
+            "pointed_at",
+            "manifest__digest",
+            "manifest__kind",
+            "manifest__media_type",
+            "manifest__artifact_type",
+            "manifest__size",
+            "manifest__platform",
+            "manifest__children",
+        )
+    )
+    if query.cleaned_data["q"]:
+        tags = tags.filter(name__icontains=query.cleaned_data["q"])
+    return tags.order_by(*query.ordering())
+
+
+def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
+    """Rows for one page of tags: two queries, whatever the page or repository size."""
+    rows = [TagRow(tag) for tag in tags]
+    manifest_ids = {tag.manifest_id for tag in tags}
+    # The first few other names of each digest and how many there are, counted in the database
+    # so a digest carrying thousands of tags costs no more rows than one carrying four.
+    siblings = (
+        Tag.objects.filter(manifest_id__in=manifest_ids)
+        .annotate(
+            rank=Window(RowNumber(), partition_by=F("manifest_id"), order_by=F("version_key").asc()),
+            total=Window(Count("id"), partition_by=F("manifest_id")),
+        )
+        .filter(rank__lte=SIBLINGS_SHOWN + 1)
+        .values_list("manifest_id", "name", "total")
+    )
+    names: dict[int, list[str]] = defaultdict(list)
+    totals: dict[int, int] = {}
+    for manifest_id, name, total in siblings:
+        names[manifest_id].append(name)
+        totals[manifest_id] = total
+    pinned = set(
+        Pin.objects.filter(repository=repository, digest__in={tag.manifest.digest for tag in tags}).values_list(
+            "digest", flat=True
+        )
+    )
+    for row in rows:
+        others = [name for name in names[row.tag.manifest_id] if name != row.tag.name]
+        row.siblings = others[:SIBLINGS_SHOWN]
+        row.more_siblings = totals.get(row.tag.manifest_id, 1) - 1 - len(row.siblings)
+        row.pinned = row.tag.manifest.digest in pinned
+    return rows
+
+
+# Tag and manifest ---------------------------------------------------------------------------
+
+
+@dataclass
+class Label:
+    name: str
+    value: str
+    url: str | None
+
+
+def is_web_url(value: str) -> bool:
+    parts = urlsplit(value.strip())
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def labels_of(config: ImageConfig) -> list[Label]:
+    return [
+        Label(name, value, value.strip() if name in LINK_LABELS and is_web_url(value) else None)
+        for name, value in sorted(config.labels.items())
+    ]
+
+
+def pretty_json(raw: bytes | memoryview | None) -> str:
+    """Indented JSON for reading; undecodable bytes are shown as they are."""
+    if raw is None:
+        return ""
+    data = bytes(raw)
+    try:
+        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+    except ValueError:
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class ChildRow:
+    digest: str
+    platform: str
+    size: int
+    media_type: str
+    cached: Manifest | None
+
+
+@dataclass
+class ManifestDetails:
+    """Everything the tag and manifest pages show about one digest, parsed from its raw bytes."""
+
+    manifest: Manifest
+    parsed: object | None
+    config: ImageConfig | None
+    steps: list[HistoryStep]
+    labels: list[Label]
+    children: list[ChildRow]
+    manifest_json: str
+    config_json: str
+    tags: list[str]
+    tag_count: int
+    referrers: list[Tag]
+    artifacts: list[Manifest]
+    pinned: bool
+    parse_error: str = ""
+
+    @property
+    def is_image(self) -> bool:
+        return isinstance(self.parsed, ImageManifest) and self.manifest.kind == Manifest.Kind.IMAGE
+
+    @property
+    def more_tags(self) -> int:
+        return self.tag_count - len(self.tags)
+
+    @property
+    def platforms(self) -> list[str]:
+        return platforms_of(self.manifest)
+
+    @property
+    def environment(self) -> list[tuple[str, str]]:
+        """`KEY=value` entries as (KEY, value)."""
+        if self.config is None:
+            return []
+        return [(name, value) for name, _, value in (entry.partition("=") for entry in self.config.env)]
+
+    @property
+    def entrypoint(self) -> str:
+        return shlex.join(self.config.entrypoint) if self.config else ""
+
+    @property
+    def cmd(self) -> str:
+        return shlex.join(self.config.cmd) if self.config else ""
+
+
+def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown: int = 20) -> ManifestDetails:
+    """Parse the cached bytes and gather the rows around them (tags, children, signatures)."""
+    parse_error = ""
+    try:
+        parsed = parse_manifest(bytes(manifest.raw), manifest.media_type)
+    except InvalidResponse as error:
+        parsed, parse_error = None, str(error)
+    config = None
+    if manifest.raw_config and isinstance(parsed, ImageManifest) and manifest.kind == Manifest.Kind.IMAGE:
+        try:
+            config = parse_image_config(bytes(manifest.raw_config))
+        except InvalidResponse as error:
+            parse_error = str(error)
+    layers = parsed.layers if isinstance(parsed, ImageManifest) else ()
+    steps = align_history(layers, config.history) if config else [HistoryStep(None, layer) for layer in layers]
+
+    tags = list(
+        Tag.objects.filter(manifest=manifest).order_by("version_key").values_list("name", flat=True)[: tags_shown + 1]
+    )
+    tag_count = len(tags) if len(tags) <= tags_shown else Tag.objects.filter(manifest=manifest).count()
+    hex_digest = manifest.digest.partition(":")[2]
+    return ManifestDetails(
+        manifest=manifest,
+        parsed=parsed,
+        config=config,
+        steps=steps,
+        labels=labels_of(config) if config else [],
+        children=_children(repository, parsed),
+        manifest_json=pretty_json(manifest.raw),
+        config_json=pretty_json(manifest.raw_config),
+        tags=tags[:tags_shown],
+        tag_count=tag_count,
+        referrers=list(
+            Tag.objects.filter(repository=repository, name__startswith=f"sha256-{hex_digest}.")
+            .select_related("manifest")
+            .only("name", "manifest__digest", "manifest__artifact_type")
+            .order_by("name")
+        ),
+        artifacts=list(
+            Manifest.objects.filter(repository=repository, subject_digest=manifest.digest)
+            .only("digest", "artifact_type", "media_type")
+            .order_by("digest")
+        ),
+        pinned=Pin.objects.filter(repository=repository, digest=manifest.digest).exists(),
+        parse_error=parse_error,
+    )
+
+
+def _children(repository: Repository, parsed: object | None) -> list[ChildRow]:
+    if not isinstance(parsed, ImageIndex):
+        return []
+    cached = {
+        child.digest: child
+        for child in Manifest.objects.filter(
+            repository=repository, digest__in=[d.digest for d in parsed.manifests]
+        ).only("digest", "created", "size", "kind")
+    }
+    return [
+        ChildRow(
+            digest=descriptor.digest,
+            platform=str(descriptor.platform) if descriptor.platform else "",
+            size=cached[descriptor.digest].size if descriptor.digest in cached else descriptor.size,
+            media_type=descriptor.media_type,
+            cached=cached.get(descriptor.digest),
+        )
+        for descriptor in parsed.manifests
+    ]
+
+
+@dataclass
+class HistoryRow:
+    period: TagHistory
+    cached: bool
+
+
+def tag_history(repository: Repository, tag_name: str, limit: int = 50) -> list[HistoryRow]:
+    """Where the tag pointed, newest first, marking digests the cache still holds (linkable)."""
+    periods = list(
+        TagHistory.objects.filter(repository=repository, tag=tag_name).select_related("user").order_by("-since")[:limit]
+    )
+    cached = set(
+        Manifest.objects.filter(repository=repository, digest__in={p.digest for p in periods}).values_list(
+            "digest", flat=True
+        )
+    )
+    return [HistoryRow(period, period.digest in cached) for period in periods]
+
+
+def pull_reference(host: str, repository: Repository, reference: str) -> str:
+    """`host/name:tag` or `host/name@sha256:…`."""
+    separator = "@" if ":" in reference else ":"
+    return f"{host}/{repository.name}{separator}{reference}"
+
+
+# Refresh ------------------------------------------------------------------------------------
+
+
+def refresh(registry: Registry, repository: str | None = None) -> str | None:
+    """Re-sync the registry (or one repository) now; a sentence for the page on failure.
+
+    The sync keeps the cached rows when the registry fails, so the page can still render them.
+    """
+    try:
+        summary = sync_registry(registry, client_for(registry), repository=repository)
+    except RegistryError as error:
+        return f"Could not refresh from {registry.url}: {error}."
+    if summary.failed:
+        names = ", ".join(sorted(summary.failed)[:3]) + (", …" if len(summary.failed) > 3 else "")
+        return f"{len(summary.failed)} of the registry's repositories could not be read ({names})."
+    return None

@@ -1,0 +1,487 @@
+"""Deleting one tag, a whole version, or many tags at once; and what deleting leaves to reclaim.
+
+Distribution 2.8 deletes by digest only, and a digest delete takes every tag on that digest
+with it. So "delete a tag" goes through `RegistryClient.delete_tag`, which leaves sibling tags
+alone, and "delete a version" is a separate, explicit action. Every deletion runs inside
+`guarded_action` (permission first, audit for every outcome), refuses pinned versions, and
+checks the digest guard before touching the registry.
+
+Deleting only frees disk space after the registry's offline garbage collection, and only for
+deleted versions: a deleted tag leaves its version stored (untagged, still pullable by digest).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Q, Sum
+from django.http import HttpRequest
+from django.utils import timezone
+
+from dashboard import audit
+from dashboard.access import is_admin
+from dashboard.actions import (
+    ActionRefused,
+    DigestMoved,
+    PermissionRefused,
+    check_digest,
+    current_digest,
+    guarded_action,
+)
+from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
+from dashboard.registries import client_for
+from dashboard.registry import RegistryClient
+from dashboard.registry.errors import NotFound, RegistryError, Unsupported
+from dashboard.rollback import TargetGone, validate_digest, validate_tag_name
+from dashboard.sync import forget, sync_tag
+
+DELETE_TAG = "delete_tag"
+DELETE_VERSION = "delete_version"
+BULK_DELETE = "bulk_delete"
+GC_DONE = "gc_done"
+# The bulk form posts one checkbox and one digest per tag; Django refuses more than 1000 fields.
+BULK_LIMIT = 400
+GC_COMMAND = "registry garbage-collect /etc/docker/registry/config.yml"
+
+
+def pinned_by(pin: Pin) -> str:
+    return pin.created_by.get_username() if pin.created_by else "a deleted user"
+
+
+class Pinned(ActionRefused):
+    def __init__(self, pin: Pin) -> None:
+        super().__init__(
+            f"{pin.digest} is pinned by {pinned_by(pin)} since {pin.created_at:%Y-%m-%d}: “{pin.reason}”. "
+            "Nothing was deleted; an operator must unpin it first.",
+            status=409,
+        )
+        self.pin = pin
+
+
+def refuse_if_pinned(repository: Repository, digest: str) -> None:
+    pin = Pin.objects.filter(repository=repository, digest=digest).select_related("created_by").first()
+    if pin is not None:
+        raise Pinned(pin)
+
+
+def _registry_delete(registry: Registry, call: Callable[[], None]) -> None:
+    """Run a registry delete; a refusal because deletes are disabled is remembered, so pages
+    say so before the next user tries."""
+    try:
+        call()
+    except Unsupported:
+        Registry.objects.filter(pk=registry.pk).update(delete_enabled=False)
+        raise
+
+
+def _guard_tag(client: RegistryClient, repository: Repository, tag: str, shown_digest: str) -> None:
+    """The digest guard; when it trips, the cache missed a push, so re-read that tag for the
+    page that explains the refusal."""
+    try:
+        check_digest(client, repository.name, tag, shown_digest)
+    except DigestMoved:
+        with suppress(RegistryError):
+            sync_tag(repository.registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
+        raise
+
+
+def _forget(repository: Repository, user, started: datetime, tags: list[str], *, tag: str = "", digest: str = "") -> None:
+    """Remove what the registry just deleted from the cache (no registry call), closing the tags'
+    history periods, and name the user on the periods the delete closed."""
+    forget(repository.registry, repository.name, tag=tag or None, digest=digest or None, source=TagHistory.Source.USER)
+    if user is not None and user.is_authenticated:
+        TagHistory.objects.filter(
+            repository=repository, tag__in=tags, ended_by=TagHistory.Source.USER, until__gte=started, user__isnull=True
+        ).update(user=user)
+
+
+# One tag ------------------------------------------------------------------------------------
+
+
+def delete_tag(
+    request: HttpRequest | None,
+    user,
+    repository: Repository,
+    tag: str,
+    shown_digest: str,
+    *,
+    client: RegistryClient | None = None,
+    action: str = DELETE_TAG,
+    note: str = "",
+) -> None:
+    """Delete `tag` only; `shown_digest` is the digest the user saw it point at."""
+    with guarded_action(request, user, repository, action, Role.MAINTAINER, tag=tag, digest_before=shown_digest) as context:
+        if note:
+            context.notes.append(note)
+        validate_tag_name(tag)
+        validate_digest(shown_digest)
+        refuse_if_pinned(repository, shown_digest)
+        client = client or client_for(repository.registry)
+        started = timezone.now()
+        _guard_tag(client, repository, tag, shown_digest)
+        _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag))
+        _forget(repository, user, started, [tag], tag=tag)
+
+
+def siblings(tag: Tag) -> list[str]:
+    """The other tags on the same digest: they stay when this one is deleted."""
+    return list(
+        Tag.objects.filter(manifest_id=tag.manifest_id).exclude(pk=tag.pk).order_by("version_key").values_list("name", flat=True)
+    )
+
+
+# A whole version ----------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A platform image of an index, and whether deleting the index may take it along."""
+
+    digest: str
+    platform: str
+    size: int
+    kept_because: str = ""
+
+    @property
+    def orphaned(self) -> bool:
+        return not self.kept_because
+
+
+def index_children(repository: Repository, removed: Iterable[str]) -> dict[str, list[Child]]:
+    """index digest -> its platform images, for the indexes among `removed`.
+
+    A child is orphaned (may go with its index) unless a tag points at it, it is pinned, or an
+    index that stays uses it. Deleting an index without its children leaves them stored,
+    untagged, for good: plain garbage collection keeps untagged manifests.
+    """
+    removed = set(removed)
+    indexes = Manifest.objects.filter(repository=repository, digest__in=removed, kind=Manifest.Kind.INDEX).values_list(
+        "digest", "children"
+    )
+    children = {digest: entries for digest, entries in indexes}
+    wanted = {entry["digest"] for entries in children.values() for entry in entries}
+    if not wanted:
+        return {}
+    tagged = dict(
+        Tag.objects.filter(repository=repository, manifest__digest__in=wanted)
+        .order_by("version_key")
+        .values_list("manifest__digest", "name")
+    )
+    pinned = set(Pin.objects.filter(repository=repository, digest__in=wanted).values_list("digest", flat=True))
+    used_by: dict[str, str] = {}
+    others = (
+        Manifest.objects.filter(repository=repository, kind=Manifest.Kind.INDEX, missing_since__isnull=True)
+        .exclude(digest__in=removed)
+        .values_list("digest", "children")
+    )
+    for digest, entries in others:
+        for entry in entries:
+            used_by.setdefault(entry["digest"], digest)
+    result: dict[str, list[Child]] = {}
+    for index, entries in children.items():
+        result[index] = []
+        for entry in entries:
+            child = Child(entry["digest"], entry.get("platform") or "", entry.get("size") or 0)
+            if child.digest in pinned:
+                child.kept_because = "pinned"
+            elif child.digest in tagged:
+                child.kept_because = f"tagged {tagged[child.digest]}"
+            elif child.digest in used_by:
+                child.kept_because = f"also used by {used_by[child.digest]}"
+            result[index].append(child)
+    return result
+
+
+def guard_version(client: RegistryClient, repository: Repository, digest: str, shown_tags: Iterable[str]) -> set[str]:
+    """The digest guard for a whole version: it still exists, each tag shown still points at it,
+    and no other tag does (a digest delete would take that tag along unseen). Returns the
+    digests that tags unknown to the cache point at.
+
+    Tags the cache places on another digest are not asked about: re-reading every tag of a
+    large repository would make the check cost seconds, and the cache tracks moves.
+    """
+    try:
+        client.head_manifest(repository.name, digest)
+    except NotFound:
+        raise TargetGone(digest) from None
+    shown = set(shown_tags)
+    for tag in sorted(shown):
+        check_digest(client, repository.name, tag, digest)
+    elsewhere = set(
+        Tag.objects.filter(repository=repository).exclude(manifest__digest=digest).values_list("name", flat=True)
+    )
+    unknown = {}
+    for tag in client.tags(repository.name):
+        if tag in shown or tag in elsewhere:
+            continue
+        unknown[tag] = current_digest(client, repository.name, tag)
+        if unknown[tag] == digest:
+            raise ActionRefused(
+                f"Tag {tag} also points at {digest}, and it was not listed. Nothing was deleted; "
+                "reload and check again.",
+                status=409,
+            )
+    return {found for found in unknown.values() if found}
+
+
+@dataclass
+class VersionDeleted:
+    digest: str
+    tags: list[str]
+    children: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def delete_version(
+    request: HttpRequest | None,
+    user,
+    repository: Repository,
+    digest: str,
+    shown_tags: Iterable[str],
+    *,
+    children: Iterable[str] = (),
+    client: RegistryClient | None = None,
+    action: str = DELETE_VERSION,
+    note: str = "",
+    freed_bytes: int | None = None,
+) -> VersionDeleted:
+    """Delete the manifest `digest` and with it every tag on it (`shown_tags`, as the user saw
+    them). `children`: platform images of an index to delete with it, if still orphaned.
+    `freed_bytes`: what garbage collection will free, when the caller estimated it already."""
+    shown = sorted(set(shown_tags))
+    with guarded_action(request, user, repository, action, Role.MAINTAINER, digest_before=digest) as context:
+        if note:
+            context.notes.append(note)
+        context.notes.append(f"tags: {', '.join(shown) or 'none'}")
+        validate_digest(digest)
+        for tag in shown:
+            validate_tag_name(tag)
+        refuse_if_pinned(repository, digest)
+        orphans = {child.digest for child in index_children(repository, [digest]).get(digest, []) if child.orphaned}
+        client = client or client_for(repository.registry)
+        started = timezone.now()
+        tagged_elsewhere = guard_version(client, repository, digest, shown)
+        _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
+        deleted = VersionDeleted(digest, shown)
+        for child in children:
+            if child not in orphans or child in tagged_elsewhere:
+                context.notes.append(f"kept platform image {child}: something else uses it now")
+                continue
+            try:
+                client.delete_manifest(repository.name, child)
+            except NotFound:
+                pass
+            except RegistryError as error:
+                # The version itself is gone; say which leftover stays instead of failing it.
+                context.notes.append(f"platform image {child} not deleted: {error}")
+                continue
+            deleted.children.append(child)
+        if deleted.children:
+            context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
+        # Before `forget`, which drops the cached manifests this estimate reads.
+        deleted.freed_bytes = freed_bytes if freed_bytes is not None else estimate_freed(repository, [digest, *deleted.children])
+        DeletedVersion.objects.create(
+            registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
+        )
+        _forget(repository, user, started, shown, digest=digest)
+        return deleted
+
+
+# Many tags ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What happened (or would happen) to one tag of a bulk or retention run."""
+
+    tag: str
+    digest: str
+    outcome: str  # an AuditEntry.Outcome
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == AuditEntry.Outcome.OK
+
+
+def outcome_of(refused: ActionRefused, tag: str, digest: str) -> Outcome:
+    # guarded_action turns registry errors into a 502; everything else is a refusal.
+    failed = refused.status >= 500
+    return Outcome(tag, digest, AuditEntry.Outcome.FAILED if failed else AuditEntry.Outcome.REFUSED, refused.message)
+
+
+def try_delete_tag(request: HttpRequest | None, user, repository: Repository, tag: str, digest: str, **options) -> Outcome:
+    """`delete_tag`, with a refusal or failure reported instead of raised."""
+    try:
+        delete_tag(request, user, repository, tag, digest, **options)
+    except ActionRefused as refused:
+        return outcome_of(refused, tag, digest)
+    return Outcome(tag, digest, AuditEntry.Outcome.OK)
+
+
+@dataclass
+class PreviewRow:
+    tag: str
+    shown_digest: str
+    cached: Tag | None
+    pin: Pin | None = None
+    current: str | None = None
+    last_tag: bool = False  # every tag of its version is selected: the version stays, untagged
+
+    @property
+    def kept_because(self) -> str:
+        if self.cached is None:
+            return "not in this repository any more"
+        if self.pin is not None:
+            return f"pinned by {pinned_by(self.pin)}: {self.pin.reason}"
+        if self.current != self.shown_digest:
+            now = f"now points at {self.current}" if self.current else "no longer exists in the registry"
+            return f"moved since the page was loaded: {now}"
+        return ""
+
+    @property
+    def will_delete(self) -> bool:
+        return not self.kept_because
+
+
+def bulk_preview(repository: Repository, selection: Mapping[str, str], client: RegistryClient | None = None) -> list[PreviewRow]:
+    """What deleting the selected tags (tag -> digest shown) would do, asking the registry for
+    each tag's current digest; nothing is changed."""
+    cached = {
+        tag.name: tag
+        for tag in Tag.objects.filter(repository=repository, name__in=list(selection)).select_related("manifest")
+    }
+    pins = {
+        pin.digest: pin
+        for pin in Pin.objects.filter(repository=repository, digest__in=set(selection.values())).select_related("created_by")
+    }
+    manifest_ids = {tag.manifest_id for tag in cached.values()}
+    totals = dict(
+        Tag.objects.filter(manifest_id__in=manifest_ids).values("manifest_id").annotate(n=Count("id")).values_list("manifest_id", "n")
+    )
+    selected = Counter(tag.manifest_id for tag in cached.values())
+    client = client or client_for(repository.registry)
+    rows = []
+    for tag, digest in selection.items():
+        row = PreviewRow(tag, digest, cached.get(tag), pins.get(digest))
+        row.last_tag = row.cached is not None and totals.get(row.cached.manifest_id) == selected[row.cached.manifest_id]
+        if row.cached is not None and row.pin is None:
+            row.current = current_digest(client, repository.name, tag)
+        rows.append(row)
+    return rows
+
+
+def bulk_delete(request: HttpRequest | None, user, repository: Repository, selection: Mapping[str, str]) -> list[Outcome]:
+    """Delete each selected tag (tag -> digest shown) on its own: one refusal or failure leaves
+    the others to go ahead, and every tag gets its own audit entry."""
+    with guarded_action(request, user, repository, BULK_DELETE, Role.MAINTAINER) as context:
+        if len(selection) > BULK_LIMIT:
+            raise ActionRefused(f"Select at most {BULK_LIMIT} tags at a time.")
+        client = client_for(repository.registry)
+        outcomes = [try_delete_tag(request, user, repository, tag, digest, client=client) for tag, digest in selection.items()]
+        done = sum(outcome.ok for outcome in outcomes)
+        context.notes.append(f"{done} of {len(outcomes)} tags deleted")
+    return outcomes
+
+
+# Storage ------------------------------------------------------------------------------------
+
+
+def blob_sizes(manifest: Manifest) -> dict[str, int]:
+    """digest -> size of the blobs the registry stores for one manifest: its own bytes, and for
+    an image its config and layers (an index's platform images are manifests of their own)."""
+    sizes = {manifest.digest: len(manifest.raw)}
+    if manifest.config_digest:
+        sizes[manifest.config_digest] = manifest.config_size
+    sizes.update((layer["digest"], layer.get("size") or 0) for layer in manifest.layers if "digest" in layer)
+    return sizes
+
+
+def blobs_in_use(registry: Registry, excluding: set[tuple[int, str]]) -> set[str]:
+    """Blob digests referenced by the registry's cached manifests, except the (repository id,
+    digest) pairs in `excluding`. Garbage collection keeps a blob any repository still uses."""
+    used: set[str] = set()
+    rows = Manifest.objects.filter(repository__registry=registry, missing_since__isnull=True).values_list(
+        "repository_id", "digest", "config_digest", "layers"
+    )
+    for repository_id, digest, config_digest, layers in rows.iterator(chunk_size=2000):
+        if (repository_id, digest) in excluding:
+            continue
+        used.add(digest)
+        if config_digest:
+            used.add(config_digest)
+        used.update(layer["digest"] for layer in layers if "digest" in layer)
+    return used
+
+
+def freed_blobs(removed: Iterable[Manifest], used: set[str]) -> dict[str, int]:
+    """digest -> size of the blobs of `removed` that no manifest in `used` needs."""
+    freed: dict[str, int] = {}
+    for manifest in removed:
+        freed.update((digest, size) for digest, size in blob_sizes(manifest).items() if digest not in used)
+    return freed
+
+
+def estimate_freed(repository: Repository, digests: list[str]) -> int:
+    """Bytes garbage collection frees once these manifests of `repository` are deleted."""
+    removed = list(Manifest.objects.filter(repository=repository, digest__in=digests))
+    used = blobs_in_use(repository.registry, {(repository.pk, digest) for digest in digests})
+    return sum(freed_blobs(removed, used).values())
+
+
+def last_gc() -> AuditEntry | None:
+    """When someone last said the registry's garbage collection ran."""
+    return AuditEntry.objects.filter(action=GC_DONE, outcome=AuditEntry.Outcome.OK).first()
+
+
+def _pending(registry: Registry, mark: AuditEntry | None):
+    pending = DeletedVersion.objects.filter(registry=registry)
+    return pending if mark is None else pending.filter(deleted_at__gt=mark.created_at)
+
+
+@dataclass
+class PendingGC:
+    """Versions deleted through the dashboard since garbage collection last ran (as recorded),
+    and the bytes that collection frees, as estimated when each was deleted."""
+
+    since: AuditEntry | None
+    versions: int
+    bytes: int
+    by_repository: list[dict] = field(default_factory=list)  # repository, versions, bytes
+
+
+def pending_gc(registry: Registry, visible: Q | None) -> PendingGC:
+    """For the storage page; `visible` filters the repositories the user may see (None: all)."""
+    mark = last_gc()
+    pending = _pending(registry, mark)
+    if visible is not None:
+        pending = pending.filter(visible)
+    totals = pending.aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
+    rows = list(
+        pending.values("repository").annotate(versions=Count("id"), bytes=Sum("freed_bytes")).order_by("-bytes", "repository")
+    )
+    return PendingGC(mark, totals["versions"], totals["bytes"] or 0, rows)
+
+
+def pending_gc_in(repository: Repository) -> tuple[int, int]:
+    """(versions, bytes) waiting for garbage collection in one repository, in two queries."""
+    totals = (
+        _pending(repository.registry, last_gc())
+        .filter(repository=repository.name)
+        .aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
+    )
+    return totals["versions"], totals["bytes"] or 0
+
+
+def mark_gc_done(request: HttpRequest | None, user) -> AuditEntry:
+    """Record that garbage collection ran: what was pending until now is freed. Admins only:
+    it runs on the registry's host, for every repository."""
+    if not is_admin(user):
+        refused = PermissionRefused("Only admins can record that garbage collection ran.")
+        audit.record(request, GC_DONE, AuditEntry.Outcome.REFUSED, user=user, reason=refused.message)
+        raise refused
+    return audit.record(request, GC_DONE, AuditEntry.Outcome.OK, user=user, reason="marked garbage collection as done")

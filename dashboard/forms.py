@@ -1,0 +1,57 @@
+"""Query strings of the browse pages: anything a form rejects is answered with a 400."""
+
+from __future__ import annotations
+
+from django import forms
+from django.db.models import F, OrderBy
+
+PAGE_SIZE = 50
+
+# Every ordering ends on a unique column, so pages never overlap or skip rows.
+CATALOG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
+    "name": ("name",),
+    "pushed": (F("last_pushed_at").desc(nulls_last=True), "name"),
+    "size": ("-total_size", "name"),
+    "tags": ("-tag_count", "name"),
+}
+TAG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
+    "created": (F("created").desc(nulls_last=True), "-id"),
+    "version": ("version_key",),
+    "name": ("name",),
+}
+
+
+class _ListQuery(forms.Form):
+    q = forms.CharField(required=False, max_length=255, label="Search")
+    page = forms.IntegerField(required=False, min_value=1)
+    orderings: dict[str, tuple[str | OrderBy, ...]] = {}
+
+    @property
+    def current_sort(self) -> str:
+        return self.cleaned_data.get("sort") or self.fields["sort"].initial
+
+    def ordering(self) -> tuple[str | OrderBy, ...]:
+        return self.orderings[self.current_sort]
+
+    def error_text(self) -> str:
+        """One line naming each bad parameter, for the 400 page."""
+        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+class CatalogQuery(_ListQuery):
+    namespace = forms.CharField(required=False, max_length=255)
+    sort = forms.ChoiceField(
+        required=False,
+        initial="name",
+        choices=[("name", "Name"), ("pushed", "Last pushed"), ("size", "Size"), ("tags", "Tag count")],
+    )
+    orderings = CATALOG_ORDERINGS
+
+
+class TagQuery(_ListQuery):
+    sort = forms.ChoiceField(
+        required=False,
+        initial="created",
+        choices=[("created", "Newest"), ("version", "Version"), ("name", "Name")],
+    )
+    orderings = TAG_ORDERINGS

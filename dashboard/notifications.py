@@ -1,0 +1,217 @@
+"""Registry notifications: parse the envelopes Distribution POSTs and apply them to the cache.
+
+Deletes and pulls only touch the database, so they are applied before the endpoint answers.
+A push needs registry reads (HEAD the tag, fetch new content), which the registry's short
+notification timeout leaves no room for: it is handed to `dispatch` and runs after the answer.
+Redelivered events (same id) are ignored; pulls are not recorded for that, since applying one
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard import sync
+from dashboard.models import NotificationEvent, Registry, Tag
+from dashboard.registries import client_for
+from dashboard.registry import is_valid_digest, is_valid_repository_name, is_valid_tag
+from dashboard.registry.client import USER_AGENT
+from dashboard.registry.mediatypes import IMAGE_MANIFESTS, INDEXES, SCHEMA1, normalize
+
+logger = logging.getLogger(__name__)
+
+ENVELOPE_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.events.v1+json",
+        "application/vnd.docker.distribution.events.v2+json",
+        "application/json",
+    }
+)
+MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS | INDEXES | SCHEMA1
+# Distribution redelivers from an in-memory queue until delivery succeeds, so an id only needs
+# remembering for as long as a registry might keep retrying.
+EVENT_MEMORY = timedelta(days=7)
+OWN_USER_AGENT = USER_AGENT.partition("/")[0] + "/"
+
+
+class InvalidEnvelope(ValueError):
+    """The body is not a notification envelope we can use."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    action: str  # push, pull, mount or delete
+    repository: str
+    media_type: str  # empty on delete events
+    digest: str
+    tag: str
+    timestamp: datetime | None
+    method: str  # of the request that caused the event
+    user_agent: str
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.media_type in MANIFEST_MEDIA_TYPES
+
+
+def parse_envelope(body: bytes) -> list[Event]:
+    """`{"events": [...]}` as Events; InvalidEnvelope for anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidEnvelope("The body is not JSON") from error
+    events = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(events, list):
+        raise InvalidEnvelope('The body has no "events" list')
+    return [_event(entry, i) for i, entry in enumerate(events)]
+
+
+def _event(entry: Any, position: int) -> Event:
+    where = f"events[{position}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("target"), dict):
+        raise InvalidEnvelope(f"{where} is not an event with a target")
+    target = entry["target"]
+    request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+    event = Event(
+        id=_text(entry, "id", where),
+        action=_text(entry, "action", where),
+        repository=_text(target, "repository", f"{where}.target"),
+        media_type=normalize(_text(target, "mediaType", f"{where}.target", required=False)),
+        digest=_text(target, "digest", f"{where}.target", required=False),
+        tag=_text(target, "tag", f"{where}.target", required=False),
+        timestamp=_timestamp(entry.get("timestamp")),
+        method=_text(request, "method", f"{where}.request", required=False),
+        user_agent=_text(request, "useragent", f"{where}.request", required=False),
+    )
+    if len(event.id) > NotificationEvent._meta.get_field("event_id").max_length:
+        raise InvalidEnvelope(f"{where}.id is too long")
+    if not is_valid_repository_name(event.repository):
+        raise InvalidEnvelope(f"{where}.target.repository is not a repository name")
+    if event.digest and not is_valid_digest(event.digest):
+        raise InvalidEnvelope(f"{where}.target.digest is not a digest")
+    if event.tag and not is_valid_tag(event.tag):
+        raise InvalidEnvelope(f"{where}.target.tag is not a tag")
+    return event
+
+
+def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidEnvelope(f"{where}.{key} is missing or not a string")
+    return value
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # Go's nanoseconds are cut to microseconds
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def handle_events(registry: Registry, events: list[Event]) -> list[Event]:
+    """Apply deletes and pulls now; return the pushes still to sync from the registry."""
+    pushes = []
+    for event in events:
+        if event.action == "pull":
+            record_pull(registry, event)
+        elif event.action == "delete" or (event.action == "push" and event.is_manifest and event.tag):
+            # Recording the id and applying the event commit together, so a failure leaves
+            # the event to be applied on redelivery.
+            with transaction.atomic():
+                _, new = NotificationEvent.objects.get_or_create(
+                    event_id=event.id, defaults={"action": event.action, "repository": event.repository}
+                )
+                if new and event.action == "delete":
+                    sync.forget(registry, event.repository, digest=event.digest or None, tag=event.tag or None)
+            if new and event.action == "push":
+                pushes.append(event)
+        # Everything else is about blobs (uploads, mounts) or a platform manifest pushed by
+        # digest before its index, which arrives with a tag of its own.
+    return pushes
+
+
+def record_pull(registry: Registry, event: Event) -> int:
+    """Set last_pulled_at of the pulled tag, or of every tag on the pulled digest.
+
+    HEADs only ask for a digest (the dashboard's own sync sends one per tag), and the
+    dashboard's reads are not pulls either; a real pull's GET is counted.
+    """
+    if not event.is_manifest or event.method == "HEAD" or event.user_agent.startswith(OWN_USER_AGENT):
+        return 0
+    when = min(event.timestamp or timezone.now(), timezone.now())
+    tags = Tag.objects.filter(repository__registry=registry, repository__name=event.repository)
+    if event.tag:
+        tags = tags.filter(name=event.tag)
+    elif event.digest:
+        tags = tags.filter(manifest__digest=event.digest)
+    else:
+        return 0
+    return tags.filter(Q(last_pulled_at__isnull=True) | Q(last_pulled_at__lt=when)).update(last_pulled_at=when)
+
+
+def sync_pushed_tag(registry_id: int, repository: str, tag: str) -> None:
+    registry = Registry.objects.get(pk=registry_id)
+    with client_for(registry) as client:
+        sync.sync_tag(registry, client, repository, tag, source=sync.Source.NOTIFICATION)
+
+
+def forget_handled_events() -> int:
+    """Drop event ids old enough that no registry will deliver them again."""
+    deleted, _ = NotificationEvent.objects.filter(received_at__lt=timezone.now() - EVENT_MEMORY).delete()
+    return deleted
+
+
+# Background work ------------------------------------------------------------------------------
+
+_running: set[threading.Thread] = set()
+_running_lock = threading.Lock()
+
+
+def dispatch(function: Callable[..., object], *args: object) -> None:
+    """Run `function(*args)` after the response, on a daemon thread.
+
+    The only hand-off point to background work: replace its body to use a task queue. A
+    failure is logged; the next periodic sync repairs whatever the work did not do.
+    """
+    thread = threading.Thread(target=_run, args=(function, args), daemon=True, name=f"dispatch-{function.__name__}")
+    with _running_lock:
+        _running.add(thread)
+    thread.start()
+
+
+def _run(function: Callable[..., object], args: tuple[object, ...]) -> None:
+    try:
+        function(*args)
+    # Nothing above this thread would report the error: log it with its traceback.
+    except Exception:
+        logger.exception("Background %s%r failed", function.__name__, args)
+    finally:
+        connections.close_all()  # this thread's connections would otherwise stay open
+        with _running_lock:
+            _running.discard(threading.current_thread())
+
+
+def wait_for_dispatched(timeout: float) -> bool:
+    """Wait until the dispatched work is done (tests, shutdown); False on timeout."""
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        thread.join(timeout)
+    with _running_lock:
+        return not _running

@@ -1,0 +1,384 @@
+"""Retention policies: which tags they would delete, why the others stay, and deleting them.
+
+`plan` is the one planning function: the dry run shows its result, and `apply` executes a
+result of it, so both see the same set for the same cache. Rules, in order:
+
+1. A version that is pinned stays, with every tag on it.
+2. A policy covers the repositories its pattern matches and, in them, the tags its include
+   regex matches in full (all tags when empty) and its exclude regex does not.
+3. A covering policy would delete a tag when the tag exceeds every limit the policy sets:
+   older than `older_than_days`, beyond the newest `keep_newest` covered tags (by created
+   date), and not pulled within `keep_pulled_within_days` (when pulls are known). A tag without
+   a created date, or a policy without an age or count limit, deletes nothing.
+4. The most protective policy wins: a tag goes only when a policy being run would delete it
+   and no enabled policy covering it would keep it.
+
+A version whose every tag goes is deleted by digest (with its orphaned platform images), so
+garbage collection can free its layers; a version that keeps a tag only loses the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from dashboard.access import role_on, visible_repositories
+from dashboard.actions import ActionRefused
+from dashboard.deletion import (
+    Outcome,
+    blobs_in_use,
+    delete_version,
+    freed_blobs,
+    index_children,
+    outcome_of,
+    pinned_by,
+    try_delete_tag,
+)
+from dashboard.models import (
+    AuditEntry,
+    Manifest,
+    Pin,
+    Registry,
+    Repository,
+    RetentionPolicy,
+    Role,
+    Tag,
+    glob_matches,
+    glob_to_regex,
+)
+from dashboard.registries import client_for
+from dashboard.registry import RegistryClient
+from dashboard.rollback import UNKNOWN_CREATED
+
+RETENTION_DELETE_TAG = "retention_delete_tag"
+RETENTION_DELETE_VERSION = "retention_delete_version"
+# ko, jib and other reproducible builds stamp images with the epoch (or Go's zero time): such a
+# date says nothing about age, so it counts as unknown.
+MEANINGLESS_BEFORE = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Decision:
+    tag: str
+    digest: str
+    created: datetime | None
+    size: int
+    reason: str
+
+
+@dataclass
+class RepositoryPlan:
+    repository: Repository
+    delete: list[Decision] = field(default_factory=list)
+    keep: list[Decision] = field(default_factory=list)
+    # digest -> its tags, for the versions that lose every tag and so are deleted by digest.
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    # index digest -> the platform images deleted with it.
+    children: dict[str, list[str]] = field(default_factory=dict)
+    # version digest -> bytes garbage collection frees once it is deleted.
+    freed: dict[str, int] = field(default_factory=dict)
+    reclaimable_bytes: int = 0
+
+    def kept_by_reason(self) -> list[tuple[str, list[Decision]]]:
+        groups: dict[str, list[Decision]] = defaultdict(list)
+        for decision in self.keep:
+            groups[decision.reason].append(decision)
+        return sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+
+    @property
+    def tag_deletes(self) -> list[Decision]:
+        """Deletions of tags whose version keeps another tag."""
+        return [decision for decision in self.delete if decision.digest not in self.versions]
+
+
+@dataclass
+class Plan:
+    policies: list[RetentionPolicy]
+    repositories: list[RepositoryPlan]
+    reclaimable_bytes: int = 0
+
+    @property
+    def delete_count(self) -> int:
+        return sum(len(repository.delete) for repository in self.repositories)
+
+    @property
+    def with_deletions(self) -> list[RepositoryPlan]:
+        return [repository for repository in self.repositories if repository.delete]
+
+    def fingerprint(self) -> str:
+        """Identifies what the plan deletes, so an apply can refuse when the plan changed since
+        the preview the user approved."""
+        lines = sorted(
+            f"{repository.repository.name}\0{decision.tag}\0{decision.digest}"
+            for repository in self.repositories
+            for decision in repository.delete
+        )
+        lines += sorted(
+            f"{repository.repository.name}\0{index}\0{child}"
+            for repository in self.repositories
+            for index, children in repository.children.items()
+            for child in children
+        )
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# Planning -----------------------------------------------------------------------------------
+
+
+def covers(policy: RetentionPolicy, tag: str) -> bool:
+    if policy.tag_include and re.fullmatch(policy.tag_include, tag) is None:
+        return False
+    return not (policy.tag_exclude and re.fullmatch(policy.tag_exclude, tag) is not None)
+
+
+def has_limit(policy: RetentionPolicy) -> bool:
+    return policy.keep_newest is not None or policy.older_than_days is not None
+
+
+def known_created(tag: Tag) -> datetime | None:
+    """The tag's created date; None when missing or a reproducible build's placeholder."""
+    return tag.created if tag.created is not None and tag.created >= MEANINGLESS_BEFORE else None
+
+
+def _verdicts(policy: RetentionPolicy, tags: Sequence[Tag], now: datetime) -> dict[str, tuple[bool, str]]:
+    """tag name -> (delete?, why) for the tags the policy covers."""
+    covered = sorted((tag for tag in tags if covers(policy, tag.name)), key=lambda tag: tag.name)
+    covered.sort(key=lambda tag: known_created(tag) or UNKNOWN_CREATED, reverse=True)
+    verdicts = {}
+    for rank, tag in enumerate(covered):
+        created = known_created(tag)
+        if not has_limit(policy):
+            verdict = (False, "sets no age or count limit")
+        elif created is None:
+            verdict = (False, "created date unknown")
+        elif policy.keep_newest is not None and rank < policy.keep_newest:
+            verdict = (False, f"among the newest {policy.keep_newest}")
+        elif policy.older_than_days is not None and created > now - timedelta(days=policy.older_than_days):
+            verdict = (False, f"younger than {policy.older_than_days} days")
+        elif (
+            policy.keep_pulled_within_days is not None
+            and tag.last_pulled_at is not None
+            and tag.last_pulled_at > now - timedelta(days=policy.keep_pulled_within_days)
+        ):
+            verdict = (False, f"pulled within {policy.keep_pulled_within_days} days")
+        else:
+            limits = []
+            if policy.older_than_days is not None:
+                limits.append(f"older than {policy.older_than_days} days")
+            if policy.keep_newest is not None:
+                limits.append(f"beyond the newest {policy.keep_newest}")
+            verdict = (True, " and ".join(limits))
+        verdicts[tag.name] = (verdict[0], f"{policy.name}: {verdict[1]}")
+    return verdicts
+
+
+def _plan_repository(
+    repository: Repository,
+    tags: Sequence[Tag],
+    run: Sequence[RetentionPolicy],
+    guardians: Sequence[RetentionPolicy],
+    pins: dict[str, Pin],
+    now: datetime,
+) -> RepositoryPlan:
+    """Which of one repository's tags go and why the others stay (no queries)."""
+    plan = RepositoryPlan(repository)
+    verdicts = {policy.pk: _verdicts(policy, tags, now) for policy in guardians}
+    run_ids = {policy.pk for policy in run}
+    for tag in sorted(tags, key=lambda tag: tag.name):
+        digest = tag.manifest.digest
+        decided = [verdicts[policy.pk][tag.name] for policy in guardians if tag.name in verdicts[policy.pk]]
+        keeps = [reason for delete, reason in decided if not delete]
+        deletes = [
+            verdicts[policy.pk][tag.name][1]
+            for policy in guardians
+            if policy.pk in run_ids and verdicts[policy.pk].get(tag.name, (False, ""))[0]
+        ]
+        if digest in pins:
+            reason, goes = f"pinned by {pinned_by(pins[digest])}: {pins[digest].reason}", False
+        elif keeps:
+            reason, goes = "; ".join(keeps), False
+        elif deletes:
+            reason, goes = "; ".join(deletes), True
+        elif decided:
+            reason, goes = "only a policy not being run would delete it", False
+        else:
+            reason, goes = "no policy covers this tag", False
+        decision = Decision(tag.name, digest, tag.created, tag.manifest.size, reason)
+        (plan.delete if goes else plan.keep).append(decision)
+    going = defaultdict(list)
+    for decision in plan.delete:
+        going[decision.digest].append(decision.tag)
+    staying = {decision.digest for decision in plan.keep}
+    plan.versions = {digest: names for digest, names in going.items() if digest not in staying}
+    for index, children in index_children(repository, plan.versions).items():
+        orphans = [child.digest for child in children if child.orphaned]
+        if orphans:
+            plan.children[index] = orphans
+    return plan
+
+
+def describe(policy: RetentionPolicy) -> str:
+    """One line saying what the policy does, for lists and the audit log."""
+    parts = [f"repositories {policy.repository_pattern}"]
+    if policy.tag_include:
+        parts.append(f"tags matching {policy.tag_include}")
+    if policy.tag_exclude:
+        parts.append(f"except tags matching {policy.tag_exclude}")
+    if policy.keep_newest is not None:
+        parts.append(f"keep the newest {policy.keep_newest}")
+    if policy.older_than_days is not None:
+        parts.append(f"delete when older than {policy.older_than_days} days")
+    if policy.keep_pulled_within_days is not None:
+        parts.append(f"keep if pulled within {policy.keep_pulled_within_days} days")
+    if not policy.enabled:
+        parts.append("disabled")
+    return ", ".join(parts)
+
+
+def deletable_repositories(user, registry: Registry) -> QuerySet[Repository]:
+    """Repositories where `user` may delete: a dry run or apply from the UI covers only these."""
+    visible = visible_repositories(user, registry)
+    rows = list(visible.values_list("pk", "name"))
+    allowed = [pk for pk, name in rows if (role_on(user, name) or 0) >= Role.MAINTAINER]
+    return visible if len(allowed) == len(rows) else visible.filter(pk__in=allowed)
+
+
+def policies_to_run(policy: RetentionPolicy | None = None) -> list[RetentionPolicy]:
+    """The named policy (even when disabled: naming it is asking for it), else every enabled one."""
+    if policy is not None:
+        return [policy]
+    return list(RetentionPolicy.objects.filter(enabled=True).order_by("name"))
+
+
+def plan(
+    registry: Registry,
+    repositories: QuerySet[Repository],
+    policy: RetentionPolicy | None = None,
+    now: datetime | None = None,
+) -> Plan:
+    """What running `policy` (or every enabled policy) on `repositories` would delete, from
+    the cache; nothing is changed and the registry is not asked."""
+    now = now or timezone.now()
+    run = policies_to_run(policy)
+    guardians = {p.pk: p for p in RetentionPolicy.objects.filter(enabled=True)} | {p.pk: p for p in run}
+    result = Plan(run, [])
+    if not run:
+        return result
+    matching = Q()
+    for each in run:
+        matching |= Q(name__regex=glob_to_regex(each.repository_pattern))
+    in_scope = list(repositories.filter(registry=registry).filter(matching).select_related("registry").order_by("name"))
+    tags_of: dict[int, list[Tag]] = defaultdict(list)
+    tags = (
+        Tag.objects.filter(repository__in=in_scope)
+        .select_related("manifest")
+        .only("repository_id", "name", "created", "last_pulled_at", "manifest__digest", "manifest__size")
+    )
+    for tag in tags:
+        tags_of[tag.repository_id].append(tag)
+    pins_of: dict[int, dict[str, Pin]] = defaultdict(dict)
+    for pin in Pin.objects.filter(repository__in=in_scope).select_related("created_by"):
+        pins_of[pin.repository_id][pin.digest] = pin
+    for repository in in_scope:
+        applying = [p for p in guardians.values() if glob_matches(p.repository_pattern, repository.name)]
+        result.repositories.append(
+            _plan_repository(
+                repository,
+                tags_of[repository.pk],
+                [p for p in run if p in applying],
+                sorted(applying, key=lambda p: p.name),
+                pins_of[repository.pk],
+                now,
+            )
+        )
+    _estimate(registry, result)
+    return result
+
+
+def _estimate(registry: Registry, result: Plan) -> None:
+    """Fill in the bytes garbage collection would free after the plan, per deleted version:
+    blobs of the version and its platform images that no remaining manifest in the registry
+    uses. A blob two deleted versions share counts once, for the first."""
+    removed_keys = {
+        (repository.repository.pk, digest)
+        for repository in result.repositories
+        for digest in [*repository.versions, *(child for children in repository.children.values() for child in children)]
+    }
+    if not removed_keys:
+        return
+    manifests = {
+        (manifest.repository_id, manifest.digest): manifest
+        for manifest in Manifest.objects.filter(
+            repository_id__in={pk for pk, _ in removed_keys}, digest__in={digest for _, digest in removed_keys}
+        ).only("repository_id", "digest", "raw", "config_digest", "config_size", "layers")
+    }
+    used = blobs_in_use(registry, removed_keys)
+    counted: set[str] = set()
+    for repository in result.repositories:
+        pk = repository.repository.pk
+        for digest in repository.versions:
+            keys = [(pk, digest), *((pk, child) for child in repository.children.get(digest, []))]
+            freed = freed_blobs([manifests[key] for key in keys if key in manifests], used)
+            repository.freed[digest] = sum(size for blob, size in freed.items() if blob not in counted)
+            counted |= freed.keys()
+        repository.reclaimable_bytes = sum(repository.freed.values())
+    result.reclaimable_bytes = sum(repository.reclaimable_bytes for repository in result.repositories)
+
+
+# Applying -----------------------------------------------------------------------------------
+
+
+def apply(
+    request: HttpRequest | None, user, result: Plan, client: RegistryClient | None = None
+) -> dict[str, list[Outcome]]:
+    """Delete what `result` plans, repository by repository: each deletion checks the digest
+    guard against the cached digest the plan was computed from, and is audited on its own.
+    Returns repository name -> one outcome per planned tag (and per platform image)."""
+    outcomes: dict[str, list[Outcome]] = {}
+    policies = ", ".join(policy.name for policy in result.policies)
+    note = f"retention policy {policies}"
+    for repository_plan in result.with_deletions:
+        repository = repository_plan.repository
+        client = client or client_for(repository.registry)
+        done = outcomes[repository.name] = []
+        done.extend(
+            try_delete_tag(
+                request, user, repository, decision.tag, decision.digest,
+                client=client, action=RETENTION_DELETE_TAG, note=note,
+            )
+            for decision in repository_plan.tag_deletes
+        )
+        for digest, tags in repository_plan.versions.items():
+            children = repository_plan.children.get(digest, [])
+            try:
+                deleted = delete_version(
+                    request, user, repository, digest, tags,
+                    children=children, client=client, action=RETENTION_DELETE_VERSION, note=note,
+                    freed_bytes=repository_plan.freed.get(digest),
+                )
+            except ActionRefused as refused:
+                done.extend(outcome_of(refused, tag, digest) for tag in tags)
+                continue
+            done.extend(Outcome(tag, digest, AuditEntry.Outcome.OK, "deleted with its version") for tag in tags)
+            done.extend(
+                Outcome("", child, AuditEntry.Outcome.OK, f"platform image of {digest}") for child in deleted.children
+            )
+    return outcomes
+
+
+def summary(outcomes: dict[str, Iterable[Outcome]]) -> dict[str, int]:
+    """outcome -> how many tags (platform images not counted)."""
+    counts = {choice: 0 for choice in AuditEntry.Outcome.values}
+    for each in outcomes.values():
+        for outcome in each:
+            if outcome.tag:
+                counts[outcome.outcome] += 1
+    return counts

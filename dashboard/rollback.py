@@ -1,0 +1,440 @@
+"""Pins, restores and rollback candidates: the immutability and history a plain registry lacks.
+
+A pin protects a digest (not a tag) from every delete. A restore points a tag at a digest it
+(or a pin) had before by re-PUTting that manifest's exact bytes, so the digest is unchanged.
+Each action goes through `guarded_action`: permission first, then the registry, then cache,
+history and audit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
+from django.http import HttpRequest
+
+from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
+from dashboard.actions import ActionRefused, check_digest, current_digest, guarded_action
+from dashboard.models import Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
+from dashboard.registries import client_for
+from dashboard.registry import RegistryClient
+from dashboard.registry.client import FetchedManifest
+from dashboard.registry.errors import DigestMismatch, NotFound
+from dashboard.registry.manifests import ImageIndex, is_valid_digest, is_valid_tag
+from dashboard.sync import sync_tag
+
+# Cheap columns for lists of versions; raw bytes and configs are only read to compare or restore.
+LIST_COLUMNS = ("digest", "kind", "media_type", "size", "created", "platform", "missing_since", "first_seen_at")
+# Periods a history page shows; `latest` pushed by CI on every commit would otherwise grow forever.
+HISTORY_SHOWN = 200
+# Images without a created date sort after every dated one.
+UNKNOWN_CREATED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TargetGone(ActionRefused):
+    """The version to restore is no longer in the registry (deleted or garbage-collected)."""
+
+    def __init__(self, digest: str, detail: str = "") -> None:
+        super().__init__(
+            f"Version {digest} no longer exists in the registry (deleted or garbage-collected){detail}. "
+            "Nothing was changed.",
+            status=410,
+        )
+
+
+def validate_tag_name(tag: str) -> None:
+    if not is_valid_tag(tag):
+        raise ActionRefused(
+            f"{tag[:200]!r} is not a valid tag: use up to 128 letters, digits, underscores, periods and "
+            "dashes, not starting with a period or dash.",
+            status=400,
+        )
+
+
+def validate_digest(digest: str) -> None:
+    if not is_valid_digest(digest):
+        raise ActionRefused(f"{digest[:200]!r} is not a valid digest (sha256:<64 hex digits>).", status=400)
+
+
+# Pins ---------------------------------------------------------------------------------------
+
+
+def _exists(client: RegistryClient, repository: str, reference: str) -> bool:
+    try:
+        client.head_manifest(repository, reference)
+    except NotFound:
+        return False
+    return True
+
+
+def pin_version(
+    request: HttpRequest | None,
+    user,
+    registry: Registry,
+    repository: Repository,
+    *,
+    reason: str,
+    digest: str = "",
+    tag: str = "",
+) -> Pin:
+    """Pin `digest`, or the digest `tag` points at right now when no digest is given."""
+    with guarded_action(request, user, repository, "pin", Role.OPERATOR, tag=tag, digest_before=digest) as action:
+        reason = reason.strip()
+        if not reason:
+            raise ActionRefused("Give a reason for the pin: it tells others why this version must stay.")
+        if not digest and not tag:
+            raise ActionRefused("Name the version to pin: a digest or a tag.")
+        if digest:
+            validate_digest(digest)
+        if tag:
+            validate_tag_name(tag)
+        client = client_for(registry)
+        tag_digest = current_digest(client, repository.name, tag) if tag else None
+        if tag and tag_digest is None:
+            raise ActionRefused(f"Tag {tag} does not exist in the registry.", status=404)
+        digest = digest or tag_digest
+        action.digest_before = digest
+        if digest != tag_digest and not _exists(client, repository.name, digest):
+            raise TargetGone(digest)
+        tags_at_pin = set(Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True))
+        if tag_digest == digest:
+            tags_at_pin.add(tag)
+        try:
+            with transaction.atomic():
+                return Pin.objects.create(
+                    repository=repository,
+                    digest=digest,
+                    tags_at_pin=sorted(tags_at_pin),
+                    reason=reason[:500],
+                    created_by=user,
+                )
+        except IntegrityError:
+            raise ActionRefused(f"{digest} is already pinned.", status=409) from None
+
+
+def unpin_version(request: HttpRequest | None, user, repository: Repository, digest: str) -> None:
+    with guarded_action(request, user, repository, "unpin", Role.OPERATOR, digest_before=digest) as action:
+        pin = Pin.objects.filter(repository=repository, digest=digest).first()
+        if pin is None:
+            raise ActionRefused(f"{digest[:200]} is not pinned.", status=404)
+        action.notes.append(f"pinned by {pin.created_by or 'a deleted user'} on {pin.created_at:%Y-%m-%d}: {pin.reason}")
+        pin.delete()
+
+
+@dataclass
+class TagMove:
+    """A tag that pointed at a pinned digest when it was pinned and has moved since."""
+
+    tag: str
+    digest: str | None  # None: the tag no longer exists
+
+    @property
+    def deleted(self) -> bool:
+        return self.digest is None
+
+
+def tag_moves(pins: Iterable[Pin]) -> dict[int, list[TagMove]]:
+    """pin id -> its moved tags, in one query for all the pins (the pin keeps the digest)."""
+    pins = list(pins)
+    names = {name for pin in pins for name in pin.tags_at_pin}
+    current: dict[tuple[int, str], str] = {
+        (repository_id, name): digest
+        for repository_id, name, digest in Tag.objects.filter(
+            repository_id__in={pin.repository_id for pin in pins}, name__in=names
+        ).values_list("repository_id", "name", "manifest__digest")
+    }
+    moves: dict[int, list[TagMove]] = {}
+    for pin in pins:
+        moved = [
+            TagMove(name, current.get((pin.repository_id, name)))
+            for name in pin.tags_at_pin
+            if current.get((pin.repository_id, name)) != pin.digest
+        ]
+        if moved:
+            moves[pin.id] = moved
+    return moves
+
+
+@dataclass
+class PinRow:
+    pin: Pin
+    manifest: Manifest | None
+    moves: list[TagMove] = field(default_factory=list)
+
+    @property
+    def exists(self) -> bool:
+        return self.manifest is not None and self.manifest.missing_since is None
+
+
+def pin_rows(pins: Iterable[Pin]) -> list[PinRow]:
+    """Rows for a page of pins: their versions and moved tags, in two queries."""
+    pins = list(pins)
+    manifests = {
+        (manifest.repository_id, manifest.digest): manifest
+        for manifest in Manifest.objects.filter(
+            repository_id__in={pin.repository_id for pin in pins}, digest__in={pin.digest for pin in pins}
+        ).only("repository_id", *LIST_COLUMNS)
+    }
+    moves = tag_moves(pins)
+    return [PinRow(pin, manifests.get((pin.repository_id, pin.digest)), moves.get(pin.id, [])) for pin in pins]
+
+
+def pins_moved_from(repository: Repository, tag: str) -> list[Pin]:
+    """Pins of versions `tag` pointed at when pinned and no longer points at."""
+    current = Tag.objects.filter(repository=repository, name=tag).values_list("manifest__digest", flat=True).first()
+    # JSON containment is not portable to SQLite; a repository has few pins, so filter here.
+    return [
+        pin
+        for pin in Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at")
+        if tag in pin.tags_at_pin and pin.digest != current
+    ]
+
+
+# History ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Period:
+    """One stretch of time during which the tag pointed at one digest."""
+
+    row: TagHistory
+    manifest: Manifest | None
+    pinned: bool
+    ended_by_user: object = None
+
+    @property
+    def exists(self) -> bool:
+        """Still in the registry, as far as the cache knows (no registry call while listing)."""
+        return self.manifest is not None and self.manifest.missing_since is None
+
+    @property
+    def current(self) -> bool:
+        return self.row.until is None
+
+    @property
+    def started_by(self) -> str:
+        return _actor(self.row.get_started_by_display(), self.row.user if self.row.started_by == TagHistory.Source.USER else None)
+
+    @property
+    def ended_by(self) -> str:
+        if not self.row.ended_by:
+            return ""
+        return _actor(self.row.get_ended_by_display(), self.ended_by_user)
+
+
+def _actor(source: str, user) -> str:
+    return f"{source} ({user})" if user is not None else source
+
+
+def tag_periods(repository: Repository, tag: str, limit: int = HISTORY_SHOWN) -> list[Period]:
+    """The tag's history, newest first, with whether each digest still exists and is pinned."""
+    rows = list(
+        TagHistory.objects.filter(repository=repository, tag=tag).select_related("user").order_by("-since", "-id")[:limit]
+    )
+    digests = {row.digest for row in rows}
+    manifests = {
+        manifest.digest: manifest
+        for manifest in Manifest.objects.filter(repository=repository, digest__in=digests).only(*LIST_COLUMNS)
+    }
+    pinned = set(Pin.objects.filter(repository=repository, digest__in=digests).values_list("digest", flat=True))
+    periods = [Period(row, manifests.get(row.digest), row.digest in pinned) for row in rows]
+    # A period ended by a user: by the next period's user when a restore opened it, else (a
+    # delete, which opens nothing) by the user the delete recorded on the closed period.
+    newer = None
+    for period in periods:
+        if period.row.ended_by == TagHistory.Source.USER:
+            if newer is not None and newer.row.started_by == TagHistory.Source.USER and newer.row.since == period.row.until:
+                period.ended_by_user = newer.row.user
+            elif period.row.started_by != TagHistory.Source.USER:
+                period.ended_by_user = period.row.user
+        newer = period
+    return periods
+
+
+# Restore ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RestoreResult:
+    tag: str
+    digest: str
+    previous: str | None
+    changed: bool
+
+
+def _fetch_target(client: RegistryClient, repository: str, digest: str) -> FetchedManifest:
+    """The manifest's exact bytes, fetched by digest now: this also proves it still exists.
+
+    An index whose platform images were deleted would be refused by the registry mid-way, so
+    its children are checked first and the user told which one is missing.
+    """
+    try:
+        fetched = client.get_manifest(repository, digest)
+    except NotFound:
+        raise TargetGone(digest) from None
+    if isinstance(fetched.manifest, ImageIndex):
+        for child in fetched.manifest.manifests:
+            if not _exists(client, repository, child.digest):
+                raise TargetGone(digest, f": its {child.platform or child.digest} image is gone")
+    return fetched
+
+
+def restore_tag(
+    request: HttpRequest | None,
+    user,
+    registry: Registry,
+    repository: Repository,
+    *,
+    tag: str,
+    digest: str,
+    expected: str | None,
+) -> RestoreResult:
+    """Point `tag` at `digest`; `expected` is the tag's digest the user saw (None: a new tag)."""
+    with guarded_action(
+        request, user, repository, "restore", Role.OPERATOR, tag=tag, digest_before=expected or ""
+    ) as action:
+        validate_tag_name(tag)
+        validate_digest(digest)
+        action.digest_after = digest
+        client = client_for(registry)
+        if expected:
+            previous = check_digest(client, repository.name, tag, expected)
+        else:
+            previous = current_digest(client, repository.name, tag)
+            if previous is not None:
+                raise ActionRefused(
+                    f"Tag {tag} already exists (it points at {previous}). Nothing was changed; "
+                    "reload and check it before moving it.",
+                    status=409,
+                )
+        if previous == digest:
+            action.notes.append("the tag already pointed there; nothing was changed")
+            return RestoreResult(tag, digest, previous, changed=False)
+        fetched = _fetch_target(client, repository.name, digest)
+        stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
+        if stored != digest:
+            raise DigestMismatch(digest, stored)
+        verified = client.head_manifest(repository.name, tag).digest
+        if verified != digest:
+            raise DigestMismatch(digest, verified)
+        sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER)
+        TagHistory.objects.filter(
+            repository=repository, tag=tag, digest=digest, until__isnull=True, started_by=TagHistory.Source.USER
+        ).update(user=user)
+        return RestoreResult(tag, digest, previous, changed=True)
+
+
+# Rollback candidates ------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    manifest: Manifest
+    pin: Pin | None
+    left_at: datetime | None  # when the tag last stopped pointing here; None if it never did
+    tags: list[str]
+
+
+@dataclass
+class Candidates:
+    tag: str
+    current: Tag | None
+    versions: list[Candidate]
+
+
+def rollback_candidates(repository: Repository, tag: str) -> Candidates:
+    """Versions `tag` can go back to: pinned ones and its earlier digests that still exist."""
+    current = (
+        Tag.objects.filter(repository=repository, name=tag)
+        .select_related("manifest")
+        .only("name", "created", "pointed_at", *(f"manifest__{column}" for column in LIST_COLUMNS))
+        .first()
+    )
+    left_at = dict(
+        TagHistory.objects.filter(repository=repository, tag=tag, until__isnull=False)
+        .values("digest")
+        .annotate(left=Max("until"))
+        .values_list("digest", "left")
+    )
+    pins = {pin.digest: pin for pin in Pin.objects.filter(repository=repository).select_related("created_by")}
+    digests = (left_at.keys() | pins.keys()) - {current.manifest.digest if current else None}
+    manifests = list(
+        Manifest.objects.filter(repository=repository, digest__in=digests, missing_since__isnull=True).only(
+            *LIST_COLUMNS
+        )
+    )
+    names: dict[int, list[str]] = defaultdict(list)
+    for manifest_id, name in (
+        Tag.objects.filter(manifest__in=manifests).order_by("version_key").values_list("manifest_id", "name")
+    ):
+        names[manifest_id].append(name)
+    manifests.sort(key=lambda m: (m.created or UNKNOWN_CREATED, m.first_seen_at), reverse=True)
+    return Candidates(
+        tag,
+        current,
+        [Candidate(m, pins.get(m.digest), left_at.get(m.digest), names[m.id]) for m in manifests],
+    )
+
+
+def deployment_tags(repository: Repository, limit: int = 20) -> list[str]:
+    """Tags that have moved at least once, most moved first: the likely deployment tags."""
+    return list(
+        TagHistory.objects.filter(repository=repository)
+        .values("tag")
+        .annotate(periods=Count("id"))
+        .filter(periods__gt=1)
+        .order_by("-periods", "tag")
+        .values_list("tag", flat=True)[:limit]
+    )
+
+
+@dataclass
+class Preview:
+    """What a restore would do, read live from the registry (one page, so calls are fine here)."""
+
+    tag: str
+    digest: str
+    current_digest: str | None
+    target_exists: bool
+    current: Manifest | None
+    target: Manifest | None
+    pin: Pin | None
+    comparison: Comparison | None
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.current_digest == self.digest
+
+
+def restore_preview(registry: Registry, repository: Repository, tag: str, digest: str) -> Preview:
+    """The tag's digest now, whether the target still exists, and what differs between them.
+
+    Raises RegistryError when the registry cannot answer.
+    """
+    client = client_for(registry)
+    now = current_digest(client, repository.name, tag)
+    exists = _exists(client, repository.name, digest)
+    cached = {
+        manifest.digest: manifest
+        for manifest in Manifest.objects.filter(repository=repository, digest__in={digest, now}).only(
+            "missing_since", "first_seen_at", *MANIFEST_COLUMNS
+        )
+    }
+    current, target = cached.get(now), cached.get(digest)
+    comparison = None
+    if current is not None and target is not None and now != digest:
+        comparison = compare_manifests(repository, current, target)
+    return Preview(
+        tag=tag,
+        digest=digest,
+        current_digest=now,
+        target_exists=exists,
+        current=current,
+        target=target,
+        pin=Pin.objects.filter(repository=repository, digest=digest).select_related("created_by").first(),
+        comparison=comparison,
+    )

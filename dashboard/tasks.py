@@ -1,0 +1,115 @@
+"""Background work on django-tasks: syncs, registry notifications and retention runs.
+
+With TASK_BACKEND=database (production) the web process only queues a row, and
+`python manage.py db_worker` runs it; with TASK_BACKEND=immediate each task runs inline.
+Every task is safe to run twice or side by side: the sync locks each repository row while it
+writes, notifications are de-duplicated by event id, and retention re-checks each digest
+against the registry before deleting.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from django_tasks import TaskContext, TaskResult, default_task_backend, task
+from django_tasks.exceptions import TaskResultDoesNotExist
+
+from dashboard import retention, sync
+from dashboard.models import RetentionPolicy, TaskProgress
+from dashboard.registries import client_for, configured_registry
+
+# Progress rows are written at most this often, so a fast sync is not slowed by its own report.
+PROGRESS_INTERVAL = 0.5
+PROGRESS_KEPT = timedelta(days=1)
+
+
+class Progress:
+    """A sync.ProgressCallback that stores how far the task got, for /tasks/<id>/."""
+
+    def __init__(self, task_id: str, label: str, repository: str = "") -> None:
+        TaskProgress.objects.filter(updated_at__lt=timezone.now() - PROGRESS_KEPT).delete()
+        self.row, _ = TaskProgress.objects.update_or_create(
+            task_id=task_id, defaults={"label": label, "repository": repository, "done": 0, "total": None}
+        )
+        self._written_at = time.monotonic()
+
+    def __call__(self, done: int, total: int, last_name: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self._written_at < PROGRESS_INTERVAL:
+            return
+        self._written_at = now
+        TaskProgress.objects.filter(pk=self.row.pk).update(done=done, total=total, updated_at=timezone.now())
+
+
+def _sync(context: TaskContext, label: str, repository: str | None) -> dict[str, Any]:
+    registry = configured_registry()
+    progress = Progress(context.task_result.id, label, repository or "")
+    with client_for(registry) as client:
+        summary = sync.sync_registry(
+            registry, client, repository=repository, workers=settings.REGISTRY_SYNC_WORKERS, progress=progress
+        )
+    return {
+        "repositories": summary.repositories,
+        "tags": summary.tags,
+        "new_manifests": summary.new_manifests,
+        "removed_tags": summary.removed_tags,
+        "removed_repositories": summary.removed_repositories,
+        "failed": summary.failed,
+        "summary": str(summary),
+    }
+
+
+@task(takes_context=True)
+def sync_registry_task(context: TaskContext) -> dict[str, Any]:
+    """Sync every repository of the configured registry."""
+    return _sync(context, "Sync of the whole registry", None)
+
+
+@task(takes_context=True)
+def sync_repository_task(context: TaskContext, repository: str) -> dict[str, Any]:
+    return _sync(context, f"Sync of {repository}", repository)
+
+
+@task()
+def apply_retention_task(policy_id: int | None = None, user_id: int | None = None) -> dict[str, int]:
+    """Run one retention policy (or every enabled one); the deletions are audited as `user_id`."""
+    registry = configured_registry()
+    policy = RetentionPolicy.objects.get(pk=policy_id) if policy_id is not None else None
+    user = get_user_model().objects.get(pk=user_id) if user_id is not None else None
+    planned = retention.plan(registry, registry.repositories.all(), policy)
+    with client_for(registry) as client:
+        return retention.summary(retention.apply(None, user, planned, client))
+
+
+def get_result(task_id: str) -> TaskResult | None:
+    """The queued or finished task with this id, or None when the backend keeps no results
+    (the immediate backend) or has never seen it."""
+    if not default_task_backend.supports_get_result:
+        return None
+    try:
+        return default_task_backend.get_result(task_id)
+    except TaskResultDoesNotExist:
+        return None
+
+
+def enqueue_sync(repository: str | None = None) -> TaskResult:
+    """Queue a sync of one repository (or the whole registry) that /tasks/<id>/ can follow.
+
+    The progress row exists from the start, so a task still waiting for a worker shows as such.
+    """
+    if repository is None:
+        label, queued = "Sync of the whole registry", sync_registry_task
+        args: tuple[str, ...] = ()
+    else:
+        label, queued = f"Sync of {repository}", sync_repository_task
+        args = (repository,)
+    # The immediate backend runs the task inside enqueue(): nothing to follow afterwards.
+    result = queued.enqueue(*args)
+    if not result.is_finished:
+        TaskProgress.objects.get_or_create(task_id=result.id, defaults={"label": label, "repository": repository or ""})
+    return result

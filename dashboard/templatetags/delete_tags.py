@@ -1,0 +1,73 @@
+"""Delete controls and the storage panel the browse pages include.
+
+Each tag renders nothing for users below maintainer (the server refuses them anyway), and
+computes what it needs with bounded queries, so the browse views need not know about deleting.
+"""
+
+from __future__ import annotations
+
+from django import template
+
+from dashboard import deletion
+from dashboard.access import role_on
+from dashboard.models import Manifest, Repository, Role, Tag
+
+register = template.Library()
+
+BULK_FORM_ID = "bulk-delete"
+
+
+def _may_delete(context: template.Context, repository: Repository) -> bool:
+    return (role_on(context["request"].user, repository.name) or 0) >= Role.MAINTAINER
+
+
+@register.inclusion_tag("dashboard/delete/_bulk_form.html", takes_context=True)
+def bulk_delete_form(context: template.Context, repository: Repository) -> dict:
+    """The form the tag checkboxes belong to, the dialog single deletes open in, the script."""
+    return {
+        "repository": repository,
+        "registry": repository.registry,
+        "may_delete": _may_delete(context, repository),
+        "form_id": BULK_FORM_ID,
+        "limit": deletion.BULK_LIMIT,
+        "csrf_token": context.get("csrf_token"),
+    }
+
+
+@register.inclusion_tag("dashboard/delete/_select_header.html", takes_context=True)
+def delete_select_header(context: template.Context, repository: Repository) -> dict:
+    return {"may_delete": _may_delete(context, repository), "form_id": BULK_FORM_ID}
+
+
+@register.inclusion_tag("dashboard/delete/_select_cell.html", takes_context=True)
+def delete_select_cell(context: template.Context, repository: Repository, tag: Tag) -> dict:
+    """A tag row's checkbox, with the digest the row shows (the digest guard compares it)."""
+    return {"may_delete": _may_delete(context, repository), "form_id": BULK_FORM_ID, "tag": tag}
+
+
+@register.inclusion_tag("dashboard/delete/_action_header.html", takes_context=True)
+def delete_action_header(context: template.Context, repository: Repository) -> dict:
+    return {"may_delete": _may_delete(context, repository)}
+
+
+@register.inclusion_tag("dashboard/delete/_action_cell.html", takes_context=True)
+def delete_action_cell(context: template.Context, repository: Repository, tag: Tag) -> dict:
+    return {"may_delete": _may_delete(context, repository), "repository": repository, "tag": tag}
+
+
+@register.inclusion_tag("dashboard/delete/_version_panel.html", takes_context=True)
+def delete_panel(context: template.Context, repository: Repository, manifest: Manifest, tag: Tag | None = None) -> dict:
+    """On a tag or version page: delete the tag, or the whole version."""
+    return {
+        "may_delete": _may_delete(context, repository),
+        "repository": repository,
+        "registry": repository.registry,
+        "manifest": manifest,
+        "tag": tag,
+    }
+
+
+@register.inclusion_tag("dashboard/delete/_storage_panel.html", takes_context=True)
+def storage_panel(context: template.Context, repository: Repository) -> dict:
+    versions, size = deletion.pending_gc_in(repository)
+    return {"repository": repository, "versions": versions, "bytes": size, "request": context["request"]}

@@ -1,0 +1,55 @@
+"""Panels the browse pages include: pins and rollback on a repository, tag or version page.
+
+Each computes its own context with a few bounded queries, so the browse views need not know
+about pins and history.
+"""
+
+from __future__ import annotations
+
+from django import template
+
+from dashboard import rollback
+from dashboard.access import role_on
+from dashboard.models import Manifest, Pin, Repository, Role, Tag
+
+register = template.Library()
+
+# The compact timeline and the repository's pin list are summaries; their pages have the rest.
+COMPACT_PERIODS = 20
+PINS_SHOWN = 5
+
+
+def _is_operator(context: template.Context, repository: Repository) -> bool:
+    return (role_on(context["request"].user, repository.name) or 0) >= Role.OPERATOR
+
+
+@register.inclusion_tag("dashboard/rollback/_repository_panel.html", takes_context=True)
+def repository_pins_panel(context: template.Context, repository: Repository) -> dict:
+    pins = Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at", "-id")
+    shown = list(pins[:PINS_SHOWN])
+    return {
+        "repository": repository,
+        "rows": rollback.pin_rows(shown),
+        "more": max(pins.count() - PINS_SHOWN, 0) if len(shown) == PINS_SHOWN else 0,
+        "suggestions": rollback.deployment_tags(repository, limit=5),
+        "request": context["request"],
+    }
+
+
+@register.inclusion_tag("dashboard/rollback/_version_panel.html", takes_context=True)
+def version_panel(context: template.Context, repository: Repository, manifest: Manifest, tag: Tag | None = None) -> dict:
+    """Pin state of the version, and for a tag: its compact history and moved-pin warnings."""
+    periods = rollback.tag_periods(repository, tag.name, limit=COMPACT_PERIODS) if tag else []
+    previous = next((p for p in periods if not p.current and p.exists and p.row.digest != manifest.digest), None)
+    return {
+        "repository": repository,
+        "manifest": manifest,
+        "tag": tag.name if tag else "",
+        "periods": periods,
+        "previous": previous,
+        "pin": Pin.objects.filter(repository=repository, digest=manifest.digest).select_related("created_by").first(),
+        "moved_pins": rollback.pins_moved_from(repository, tag.name) if tag else [],
+        "can_operate": _is_operator(context, repository),
+        "request": context["request"],
+        "csrf_token": context.get("csrf_token"),
+    }

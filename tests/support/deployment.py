@@ -1,0 +1,164 @@
+"""Run the dashboard as separate processes (manage.py, gunicorn, the task worker) for tests.
+
+Such processes cannot see pytest-django's test database (in memory for SQLite, and in an
+open transaction otherwise), so each test gets a database of its own on the same engine the
+suite runs on: a SQLite file, or a fresh database on the suite's PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.db import connection
+
+from tests.support.registry_server import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 30.0
+
+
+@contextmanager
+def process_database(tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database for subprocesses; yields its DATABASE_URL."""
+    if connection.vendor == "postgresql":
+        url = _create_postgres_database()
+        try:
+            manage(url, "migrate", "--noinput")
+            yield url
+        finally:
+            _drop_postgres_database(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        manage(url, "migrate", "--noinput")
+        yield url
+
+
+def _create_postgres_database() -> str:
+    import psycopg
+
+    settings = connection.settings_dict
+    name = f"rb_proc_{secrets.token_hex(6)}"
+    with psycopg.connect(**_pg_params(settings, "postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    auth = settings["USER"] + (f":{settings['PASSWORD']}" if settings["PASSWORD"] else "")
+    return f"postgres://{auth}@{settings['HOST']}:{settings['PORT']}/{name}"
+
+
+def _drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(**_pg_params(connection.settings_dict, "postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_params(settings: dict, dbname: str) -> dict[str, str]:
+    return {
+        "dbname": dbname,
+        "user": settings["USER"],
+        "password": settings["PASSWORD"] or "",
+        "host": settings["HOST"],
+        "port": str(settings["PORT"]),
+    }
+
+
+def process_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a dashboard process: this one's, with its own database and queue."""
+    env = {**os.environ, "DATABASE_URL": database_url, "TASK_BACKEND": "database", "LOG_FORMAT": "json"}
+    env.update(extra)
+    return env
+
+
+def manage(database_url: str, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `manage.py args` to completion; raises with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=process_env(database_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def start_manage(database_url: str, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Start `manage.py args` in the background (stdout and stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=process_env(database_url, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@dataclass
+class WebServer:
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def stop(self) -> str:
+        """Stop gracefully and return everything the server logged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.log_path.read_text()
+
+
+@contextmanager
+def gunicorn(database_url: str, log_path: Path, *, workers: int = 1, **env: str) -> Iterator[WebServer]:
+    """gunicorn with deploy/gunicorn.conf.py on a free loopback port, until the block ends."""
+    port = free_port()
+    server_env = process_env(
+        database_url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY=str(workers),
+        **env,
+    )
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
+            cwd=REPO_ROOT,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = WebServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        _wait_for(server)
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_for(server: WebServer) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited at startup:\n{server.log_path.read_text()}")
+        try:
+            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gunicorn did not answer within {STARTUP_TIMEOUT}s:\n{server.log_path.read_text()}")

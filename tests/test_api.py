@@ -1,0 +1,209 @@
+"""The JSON API: bearer tokens only, the same roles and visibility as the pages, JSON errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from dashboard.models import ApiToken, AuditEntry, Pin
+from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
+from tests.support.images import ImagePusher
+
+pytestmark = pytest.mark.django_db
+
+
+class Api:
+    """A test client that sends one user's bearer token and enforces CSRF like a browser would."""
+
+    def __init__(self, token: str | None) -> None:
+        self.client = Client(enforce_csrf_checks=True)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, url: str, **params):
+        return self.client.get(url, params, headers=self.headers)
+
+    def post(self, url: str, body: object):
+        return self.client.post(url, body, content_type="application/json", headers=self.headers)
+
+    def delete(self, url: str):
+        return self.client.delete(url, headers=self.headers)
+
+
+@pytest.fixture
+def api(people: People):
+    def for_user(user) -> Api:
+        return Api(ApiToken.issue(user, "ci")[1])
+
+    return for_user
+
+
+@pytest.fixture
+def deployed(dashboard: Dashboard, pusher: ImagePusher, repo_name: str):
+    v1 = pusher.push_image(repo_name, ("1.0", "production"), created=datetime(2026, 1, 1, tzinfo=UTC), unique=f"{repo_name}-1")
+    dashboard.sync(repo_name)
+    v2 = pusher.push_image(repo_name, ("2.0", "production"), created=datetime(2026, 2, 1, tzinfo=UTC), unique=f"{repo_name}-2")
+    return dashboard.sync(repo_name), v1, v2
+
+
+def urls(name: str, tag: str = "production", digest: str = "") -> dict[str, str]:
+    return {
+        "tags": reverse("dashboard:api-tags", args=[name]),
+        "pins": reverse("dashboard:api-pins", args=[name]),
+        "restore": reverse("dashboard:api-restore", args=[name, tag]),
+        "tag": reverse("dashboard:api-tag", args=[name, tag]),
+        "pin": reverse("dashboard:api-pin", args=[name, digest or "sha256:" + "0" * 64]),
+    }
+
+
+def test_only_a_valid_bearer_token_authenticates(deployed, people, client):
+    repository, _, _ = deployed
+    url = urls(repository.name)["tags"]
+
+    assert Api(None).get(url).status_code == 401
+    assert Api("rb_nope_nope").get(url).status_code == 401
+    response = Api("not-even-the-format").get(url)
+    assert response.status_code == 401
+    assert response.json() == {"error": "Send a valid API token: Authorization: Bearer <token>."}
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    # A signed-in browser session is not an API credential.
+    client.force_login(people.operator)
+    assert client.get(url).status_code == 401
+    assert client.post(urls(repository.name)["restore"], {}, content_type="application/json").status_code == 401
+
+    token = ApiToken.issue(people.viewer, "ci")[1]
+    people.viewer.is_active = False
+    people.viewer.save()
+    assert Api(token).get(url).status_code == 401
+
+
+def test_the_token_is_stored_as_a_hash_and_its_use_recorded(people):
+    created, token = ApiToken.issue(people.viewer, "deploy")
+    row = ApiToken.objects.get(pk=created.pk)
+    assert token.startswith(f"rb_{row.prefix}_") and len(token) > 40
+    assert token not in (row.token_hash, row.prefix, row.name)
+    Api(token).get(reverse("dashboard:api-repositories"))
+    assert ApiToken.objects.get(pk=created.pk).last_used_at is not None
+
+
+def test_role_and_visibility_matrix(deployed, people, api):
+    repository, v1, v2 = deployed
+    named = urls(repository.name)
+    restore = {"digest": v1.digest, "expected_digest": v2.digest}
+
+    assert api(people.viewer).get(named["tags"]).status_code == 200
+    assert api(people.outsider).get(named["tags"]).status_code == 404
+    assert api(people.outsider).post(named["restore"], restore).status_code == 404
+    assert api(people.viewer).post(named["restore"], restore).json()["error"].startswith("This needs the operator role")
+    assert api(people.maintainer).post(named["restore"], restore).status_code == 403
+    assert api(people.maintainer).post(named["pins"], {"digest": v1.digest, "reason": "x"}).status_code == 403
+    assert api(people.viewer).delete(named["tag"] + f"?expected_digest={v2.digest}").status_code == 403
+    assert Api(None).get(reverse("dashboard:api-repositories")).status_code == 401
+    unknown = urls("no/such/repository")
+    assert api(people.operator).get(unknown["tags"]).json() == {"error": "No such repository."}
+
+
+def test_repositories_lists_only_visible_ones(deployed, people, api):
+    repository, _, _ = deployed
+    listed = api(people.viewer).get(reverse("dashboard:api-repositories")).json()
+    assert repository.name in [row["name"] for row in listed["repositories"]]
+    assert api(people.outsider).get(reverse("dashboard:api-repositories")).json() == {"repositories": [], "next": None}
+    assert api(people.viewer).get(reverse("dashboard:api-repositories"), page="x").status_code == 400
+
+
+def test_tags_have_digests_dates_sizes_and_pins(deployed, dashboard, people, api):
+    repository, v1, v2 = deployed
+    Pin.objects.create(repository=repository, digest=v1.digest, reason="lts", created_by=people.operator)
+
+    body = api(people.viewer).get(urls(repository.name)["tags"]).json()
+
+    tags = {row["name"]: row for row in body["tags"]}
+    assert sorted(tags) == ["1.0", "2.0", "production"]
+    assert tags["production"]["digest"] == v2.digest
+    assert tags["production"]["created"] == "2026-02-01T00:00:00+00:00"
+    assert tags["production"]["size"] == v2.size
+    assert (tags["1.0"]["pinned"], tags["production"]["pinned"]) == (True, False)
+
+
+def test_ci_pins_the_deployed_release_and_rolls_production_back(deployed, people, api, pusher):
+    repository, v1, v2 = deployed
+    ci = api(people.operator)
+    named = urls(repository.name, digest=v2.digest)
+
+    pinned = ci.post(named["pins"], {"tag": "production", "reason": "deployed by pipeline 42"})
+    assert pinned.status_code == 201
+    assert pinned.json()["digest"] == v2.digest
+    assert pinned.json()["tags_at_pin"] == ["2.0", "production"]
+    assert [pin["digest"] for pin in ci.get(named["pins"]).json()["pins"]] == [v2.digest]
+
+    stale = ci.post(named["restore"], {"digest": v1.digest, "expected_digest": v1.digest})
+    assert stale.status_code == 409
+    assert "Nothing was changed" in stale.json()["error"]
+    rolled = ci.post(named["restore"], {"digest": v1.digest, "expected_digest": v2.digest})
+    assert rolled.status_code == 200
+    assert rolled.json() == {"tag": "production", "digest": v1.digest, "previous_digest": v2.digest, "changed": True}
+    assert pusher.head_digest(repository.name, "production") == v1.digest
+
+    assert ci.delete(named["pin"]).json() == {"unpinned": v2.digest}
+    assert ci.delete(named["pin"]).status_code == 404
+    actions = AuditEntry.objects.filter(repository=repository.name, user=people.operator).values_list("action", "outcome")
+    assert sorted(actions) == sorted(
+        [("pin", "ok"), ("restore", "refused"), ("restore", "ok"), ("unpin", "ok"), ("unpin", "refused")]
+    )
+
+
+def test_delete_a_tag_with_the_digest_guard(deployed, people, api, pusher):
+    repository, v1, v2 = deployed
+    ci = api(people.maintainer)
+    url = urls(repository.name, tag="2.0")["tag"]
+
+    assert ci.delete(url).status_code == 400
+    assert ci.delete(f"{url}?expected_digest={v1.digest}").status_code == 409
+    response = ci.delete(f"{url}?expected_digest={v2.digest}")
+    assert response.status_code == 200
+    assert response.json() == {"deleted": "2.0", "digest": v2.digest}
+    assert pusher.head_digest(repository.name, "2.0") is None
+    # Only the tag went: production still points at the same version.
+    assert pusher.head_digest(repository.name, "production") == v2.digest
+
+
+def test_bad_input_is_a_400_with_a_json_error(deployed, people, api):
+    repository, v1, _ = deployed
+    ci = api(people.operator)
+    named = urls(repository.name)
+
+    raw = ci.client.post(named["restore"], b"{not json", content_type="application/json", headers=ci.headers)
+    assert (raw.status_code, raw.json()) == (400, {"error": "The body is not valid JSON."})
+    assert ci.post(named["restore"], ["a list"]).status_code == 400
+    assert ci.post(named["restore"], {"digest": v1.digest}).status_code == 400  # no guard given
+    assert ci.post(named["restore"], {"digest": 42, "expected_digest": None}).status_code == 400
+    assert ci.post(named["pins"], {"digest": v1.digest}).status_code == 400  # no reason
+    assert ci.get(named["restore"]).status_code == 405
+
+
+def test_the_api_tokens_page_shows_a_new_token_once(people, client):
+    client.force_login(people.viewer)
+    url = reverse("dashboard:api-tokens")
+
+    created = client.post(url, {"name": "deploy pipeline"})
+
+    assert created.status_code == 200
+    token = ApiToken.objects.get(user=people.viewer)
+    shown = created.content.decode()
+    assert f"rb_{token.prefix}_" in shown and "will not be shown again" in shown
+    assert "no-store" in created["Cache-Control"]
+    listed = client.get(url).content.decode()
+    assert f"rb_{token.prefix}_…" in listed and "will not be shown again" not in listed
+    assert client.post(url, {"name": ""}).status_code == 400
+
+    client.force_login(people.operator)
+    assert client.post(reverse("dashboard:api-token-revoke", args=[token.pk])).status_code == 404
+    client.force_login(people.viewer)
+    assert client.post(reverse("dashboard:api-token-revoke", args=[token.pk])).status_code == 302
+    assert not ApiToken.objects.filter(user=people.viewer).exists()
+    assert list(AuditEntry.objects.filter(user=people.viewer).values_list("action", flat=True).order_by("id")) == [
+        "api_token_create",
+        "api_token_revoke",
+    ]

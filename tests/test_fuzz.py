@@ -1,0 +1,331 @@
+"""Property-based tests: whatever bytes a registry (or anything posing as one) sends, the
+parsers return a value or raise their documented error, never anything else.
+
+Each target is a strategy plus a check. `make test` runs hypothesis's default number of
+examples per target; `bench/fuzz.py` runs the same targets with many more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timezone
+
+import pytest
+from django.http import QueryDict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from requests.structures import CaseInsensitiveDict
+
+from dashboard.forms import CatalogQuery, TagQuery
+from dashboard.registry import mediatypes
+from dashboard.registry.auth import Challenge, parse_token_response, parse_www_authenticate
+from dashboard.registry.errors import InvalidResponse, RegistryError, error_from_response, parse_retry_after
+from dashboard.registry.manifests import (
+    ImageIndex,
+    ImageManifest,
+    align_history,
+    parse_catalog_page,
+    parse_image_config,
+    parse_manifest,
+    parse_tag_list,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parser under test: `check` is called with one drawn example and asserts the contract."""
+
+    strategy: st.SearchStrategy
+    check: Callable[..., None]
+
+
+# Building blocks ----------------------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=30)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=25,
+)
+
+
+def maybe(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """Mostly the plausible value, sometimes any JSON value in its place."""
+    return st.one_of(strategy, strategy, json_values)
+
+
+KNOWN_TYPES = sorted(
+    mediatypes.IMAGE_MANIFESTS | mediatypes.INDEXES | mediatypes.SCHEMA1 | mediatypes.IMAGE_CONFIGS
+) + ["application/vnd.cncf.helm.config.v1+json", "application/vnd.oci.empty.v1+json"]
+media_types = st.sampled_from(KNOWN_TYPES) | st.text(max_size=40)
+content_types = (
+    st.none()
+    | st.sampled_from(["", "application/json", "application/octet-stream", "text/plain", "text/html"])
+    | media_types
+    | st.sampled_from(KNOWN_TYPES).map(lambda t: f"{t.upper()}; charset=utf-8")
+)
+digests = (
+    st.sampled_from(["sha256:" + "a" * 64, "sha512:" + "b" * 128, "sha384:" + "c" * 96, "sha256:abc"])
+    | st.text(alphabet="sha256:0123456789abcdefABCDEF", max_size=80)
+)
+short_text = st.text(max_size=40)
+string_maps = st.dictionaries(short_text, short_text, max_size=5)
+timestamps = (
+    st.datetimes(timezones=st.none() | st.timezones()).map(lambda moment: moment.isoformat())
+    | st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59", "2024-02-30T00:00:00Z", ""])
+    | short_text
+)
+platforms = st.fixed_dictionaries(
+    {}, optional={"os": maybe(short_text), "architecture": maybe(short_text), "variant": maybe(short_text)}
+)
+descriptors = st.fixed_dictionaries(
+    {},
+    optional={
+        "mediaType": maybe(media_types),
+        "digest": maybe(digests),
+        "size": maybe(st.integers(min_value=-1, max_value=2**63)),
+        "annotations": maybe(string_maps),
+        "platform": maybe(platforms),
+        "artifactType": maybe(media_types),
+    },
+)
+manifest_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "schemaVersion": maybe(st.sampled_from([1, 2])),
+        "mediaType": maybe(media_types),
+        "artifactType": maybe(media_types),
+        "config": maybe(descriptors),
+        "layers": maybe(st.lists(maybe(descriptors), max_size=4)),
+        "manifests": maybe(st.lists(maybe(descriptors), max_size=4)),
+        "subject": maybe(descriptors),
+        "annotations": maybe(string_maps),
+        "name": maybe(short_text),
+        "tag": maybe(short_text),
+        "architecture": maybe(short_text),
+    },
+)
+history_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "created": maybe(timestamps),
+        "created_by": maybe(short_text),
+        "comment": maybe(short_text),
+        "empty_layer": maybe(st.booleans()),
+    },
+)
+run_settings = st.fixed_dictionaries(
+    {},
+    optional={
+        "Env": maybe(st.lists(maybe(short_text), max_size=4)),
+        "Entrypoint": maybe(st.lists(maybe(short_text), max_size=3)),
+        "Cmd": maybe(st.lists(maybe(short_text), max_size=3)),
+        "WorkingDir": maybe(short_text),
+        "User": maybe(short_text),
+        "ExposedPorts": maybe(st.dictionaries(short_text, st.just({}), max_size=3)),
+        "Volumes": maybe(st.dictionaries(short_text, st.just({}), max_size=3)),
+        "Labels": maybe(string_maps),
+    },
+)
+config_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "created": maybe(timestamps),
+        "author": maybe(short_text),
+        "os": maybe(short_text),
+        "architecture": maybe(short_text),
+        "variant": maybe(short_text),
+        "config": maybe(run_settings),
+        "history": maybe(st.lists(maybe(history_entries), max_size=5)),
+    },
+)
+
+
+def encoded(objects: st.SearchStrategy) -> st.SearchStrategy[bytes]:
+    """JSON bytes of the objects, sometimes cut short, plus arbitrary bytes and deep nesting."""
+    whole = objects.map(lambda value: json.dumps(value).encode())
+    cut = whole.flatmap(lambda raw: st.integers(min_value=0, max_value=len(raw)).map(lambda n: raw[:n]))
+    nested = st.integers(min_value=1, max_value=100_000).map(lambda depth: b"[" * depth + b"]" * depth)
+    return st.one_of(whole, whole, cut, st.binary(max_size=200), nested, json_values.map(lambda v: json.dumps(v).encode()))
+
+
+# Checks -------------------------------------------------------------------------------------
+
+
+def check_manifest(raw: bytes, content_type: str | None) -> None:
+    try:
+        manifest = parse_manifest(raw, content_type)
+    except InvalidResponse:
+        return
+    assert manifest.kind in ("image", "index", "artifact", "schema1", "unknown")
+    if isinstance(manifest, ImageManifest):
+        assert manifest.total_size >= 0
+        for descriptor in (manifest.config, *manifest.layers):
+            str(descriptor.platform or "")
+    if isinstance(manifest, ImageIndex):
+        assert all(str(child.platform or "") is not None for child in manifest.manifests)
+
+
+def check_config(raw: bytes) -> None:
+    try:
+        config = parse_image_config(raw)
+    except InvalidResponse:
+        return
+    # What the sync does with a config: store the date (in UTC) and pair history with layers.
+    for moment in [config.created, *(entry.created for entry in config.history)]:
+        if moment is not None:
+            moment.astimezone(timezone.utc)
+    align_history((), config.history)
+    str(config.platform or "")
+    assert all(isinstance(value, str) for value in (*config.env, *config.labels.values()))
+
+
+def check_list(parse: Callable[[bytes], list[str]]) -> Callable[[bytes], None]:
+    def check(raw: bytes) -> None:
+        try:
+            names = parse(raw)
+        except InvalidResponse:
+            return
+        assert all(isinstance(name, str) for name in names)
+
+    return check
+
+
+def check_token_response(raw: bytes) -> None:
+    try:
+        token, lifetime = parse_token_response(raw)
+    except InvalidResponse:
+        return
+    assert isinstance(token, str) and token
+    assert math.isfinite(lifetime) and lifetime > 0
+
+
+def check_www_authenticate(header: str) -> None:
+    challenges = parse_www_authenticate(header)
+    assert all(isinstance(c, Challenge) and c.scheme == c.scheme.lower() for c in challenges)
+    assert all(isinstance(value, str) for c in challenges for value in c.params.values())
+
+
+def check_challenge_round_trip(challenges: list[tuple[str, dict[str, str]]]) -> None:
+    """Well-formed challenges, however spaced, come back with exactly their parameters."""
+    header = ", ".join(
+        f"{scheme} " + ", ".join(f'{name}="{_quote(value)}"' for name, value in params.items())
+        for scheme, params in challenges
+    )
+    parsed = parse_www_authenticate(header)
+    assert [(c.scheme, c.params) for c in parsed] == [(scheme.lower(), params) for scheme, params in challenges]
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def check_error_response(status: int, body: bytes, retry_after: str | None) -> None:
+    headers = CaseInsensitiveDict({"Retry-After": retry_after} if retry_after is not None else {})
+    for method in ("GET", "DELETE"):
+        error = error_from_response(status, body, headers, method=method)
+        assert isinstance(error, RegistryError)
+        assert str(error)
+
+
+def check_retry_after(value: str | None) -> None:
+    seconds = parse_retry_after(value)
+    assert seconds is None or (math.isfinite(seconds) and seconds >= 0)
+
+
+def check_query(form_class: type[CatalogQuery | TagQuery]) -> Callable[[list[tuple[str, str]]], None]:
+    def check(pairs: list[tuple[str, str]]) -> None:
+        data = QueryDict(mutable=True)
+        for key, value in pairs:
+            data.appendlist(key, value)
+        form = form_class(data)
+        if form.is_valid():
+            assert form.ordering()
+        else:
+            assert form.error_text()
+
+    return check
+
+
+# Targets ------------------------------------------------------------------------------------
+
+TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"))
+challenge_lists = st.lists(
+    st.tuples(
+        st.text(alphabet=TOKEN, min_size=1, max_size=10),
+        st.dictionaries(st.text(alphabet=TOKEN.lower(), min_size=1, max_size=8), header_text, min_size=1, max_size=4),
+    ),
+    max_size=3,
+)
+header_soup = st.lists(
+    st.sampled_from(["Bearer", "Basic", " ", ",", "=", '"', "\\", "realm", "scope", "a b", "==", "\t"]) | header_text,
+    max_size=30,
+).map("".join)
+token_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "token": maybe(short_text),
+        "access_token": maybe(short_text),
+        "expires_in": maybe(st.integers(min_value=-10, max_value=10**6) | st.floats()),
+    },
+)
+error_entries = st.fixed_dictionaries(
+    {}, optional={"code": maybe(short_text), "message": maybe(short_text), "detail": json_values}
+)
+error_bodies = st.fixed_dictionaries({}, optional={"errors": maybe(st.lists(maybe(error_entries), max_size=3))})
+retry_after_values = st.none() | header_text | st.integers(min_value=0, max_value=10**12).map(str)
+query_keys = st.sampled_from(["q", "page", "sort", "namespace", "n", ""]) | short_text
+query_values = st.sampled_from(["1", "0", "-1", "999999999999999999999", "name", "size", "version", "\x00"]) | st.text(
+    max_size=300
+)
+query_pairs = st.lists(st.tuples(query_keys, query_values), max_size=6)
+
+TARGETS: dict[str, Target] = {
+    "manifest": Target(st.tuples(encoded(manifest_objects), content_types), check_manifest),
+    "image-config": Target(encoded(config_objects).map(lambda raw: (raw,)), check_config),
+    "catalog-page": Target(
+        encoded(st.fixed_dictionaries({}, optional={"repositories": maybe(st.lists(maybe(short_text)))})).map(
+            lambda raw: (raw,)
+        ),
+        check_list(parse_catalog_page),
+    ),
+    "tag-list": Target(
+        encoded(st.fixed_dictionaries({}, optional={"name": maybe(short_text), "tags": maybe(st.lists(maybe(short_text)))})).map(
+            lambda raw: (raw,)
+        ),
+        check_list(parse_tag_list),
+    ),
+    "token-response": Target(encoded(token_objects).map(lambda raw: (raw,)), check_token_response),
+    "www-authenticate": Target((header_soup | st.text()).map(lambda header: (header,)), check_www_authenticate),
+    "www-authenticate-round-trip": Target(challenge_lists.map(lambda c: (c,)), check_challenge_round_trip),
+    "error-response": Target(
+        st.tuples(st.integers(min_value=400, max_value=599), encoded(error_bodies), retry_after_values),
+        check_error_response,
+    ),
+    "retry-after": Target((retry_after_values | st.text()).map(lambda value: (value,)), check_retry_after),
+    "catalog-query": Target(query_pairs.map(lambda pairs: (pairs,)), check_query(CatalogQuery)),
+    "tag-query": Target(query_pairs.map(lambda pairs: (pairs,)), check_query(TagQuery)),
+}
+
+
+def run_target(target: Target, max_examples: int | None = None) -> None:
+    """Run one target under hypothesis; raises the (shrunk) failing example if there is one."""
+    options = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
+    if max_examples is not None:
+        options["max_examples"] = max_examples
+    given(target.strategy)(settings(**options)(lambda example: target.check(*example)))()
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_parsers_raise_only_their_documented_errors(name: str) -> None:
+    run_target(TARGETS[name])

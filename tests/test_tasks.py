@@ -1,0 +1,190 @@
+"""Background work: tasks on the immediate backend, a real worker process, and concurrency.
+
+Concurrency is tested with real processes on a real database file (or PostgreSQL database)
+and the real registry: two syncs of one repository at once, and one notification delivered to
+two web replicas at once, must leave one consistent cache.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from dashboard.models import Repository, Tag, TaskProgress
+from dashboard.tasks import enqueue_sync, sync_registry_task, sync_repository_task
+from tests.personas import make_user
+from tests.support.deployment import manage, process_database, start_manage
+from tests.support.images import ImagePusher
+from tests.support.registry_server import RegistryServer, free_port, start_registry
+
+DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# Prints the cache as JSON: {repository: {tag: digest}}, plus the integrity facts the tests check.
+CACHE_DUMP = """
+import json
+from django.db.models import Count
+from dashboard.models import Manifest, Tag, TagHistory
+tags = {}
+for tag in Tag.objects.select_related("repository", "manifest"):
+    tags.setdefault(tag.repository.name, {})[tag.name] = tag.manifest.digest
+open_periods = list(TagHistory.objects.filter(until__isnull=True).values("repository__name", "tag", "digest"))
+duplicates = Manifest.objects.values("repository", "digest").annotate(n=Count("id")).filter(n__gt=1).count()
+print(json.dumps({"tags": tags, "open_periods": open_periods, "duplicate_manifests": duplicates}))
+"""
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory: pytest.TempPathFactory) -> RegistryServer:
+    """A registry of this module's own, so a full sync reads only what these tests pushed."""
+    server = start_registry(tmp_path_factory.mktemp("tasks-registry"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_pusher(own_registry: RegistryServer) -> ImagePusher:
+    return ImagePusher(own_registry.url)
+
+
+def dump_cache(database_url: str) -> dict:
+    return json.loads(manage(database_url, "shell", "--no-imports", "-c", CACHE_DUMP).stdout)
+
+
+def assert_consistent(cache: dict, repository: str, expected: dict[str, str]) -> None:
+    """Exactly the registry's tags, one open history period each, no duplicated manifest."""
+    assert cache["tags"][repository] == expected
+    periods = sorted((p["tag"], p["digest"]) for p in cache["open_periods"] if p["repository__name"] == repository)
+    assert periods == sorted(expected.items())
+    assert cache["duplicate_manifests"] == 0
+
+
+@pytest.mark.django_db
+def test_sync_tasks_fill_the_cache_on_the_immediate_backend(settings, own_registry, own_pusher, make_repo_name):
+    settings.REGISTRY_URL = own_registry.url
+    first, second = make_repo_name("team/"), make_repo_name()
+    image = own_pusher.push_image(first, tags=("1.0", "latest"))
+    own_pusher.push_image(second, tags=("2.0",))
+
+    result = sync_repository_task.enqueue(first)
+    assert result.status == "SUCCESSFUL"
+    assert result.return_value["tags"] == 2
+    assert set(Tag.objects.filter(repository__name=first).values_list("manifest__digest", flat=True)) == {image.digest}
+    assert not Repository.objects.filter(name=second).exists()
+
+    result = sync_registry_task.enqueue()
+    assert result.status == "SUCCESSFUL", result.errors
+    assert result.return_value["failed"] == {}
+    assert Tag.objects.get(repository__name=second, name="2.0")
+    progress = TaskProgress.objects.get(task_id=result.id)
+    assert progress.done == progress.total == Repository.objects.filter(registry__url=own_registry.url).count()
+
+
+@pytest.mark.django_db
+def test_a_failed_sync_task_is_reported_as_failed(settings):
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = sync_registry_task.enqueue()
+    assert result.status == "FAILED"
+    assert "Unavailable" in result.errors[0].exception_class_path
+
+
+@pytest.mark.django_db
+@override_settings(TASKS=DATABASE_TASKS)
+def test_the_task_page_polls_until_a_queued_sync_is_done(client, settings, registry, pusher, repo_name):
+    settings.REGISTRY_URL = registry.url
+    image = pusher.push_image(repo_name, tags=("1.0",))
+    client.force_login(make_user("operator", superuser=True))
+
+    result = enqueue_sync(repo_name)
+    url = f"/tasks/{result.id}/"
+
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page["Vary"] and "HX-Request" in page["Vary"]
+    text = page.content.decode()
+    assert f"Sync of {repo_name}" in text
+    assert "waiting for a worker" in text
+    # Polls with htmx, and the same URL works as a plain link.
+    assert f'hx-get="{url}" hx-trigger="every 1s"' in text
+    assert f'<a href="{url}">' in text
+
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+
+    fragment = client.get(url, HTTP_HX_REQUEST="true")
+    text = fragment.content.decode()
+    assert "<html" not in text
+    assert "Done: 1 repositories, 1 tags" in text
+    assert "hx-trigger" not in text, "polling must stop once the task is done"
+    assert Tag.objects.get(repository__name=repo_name, name="1.0").manifest.digest == image.digest
+
+
+@pytest.mark.django_db
+@override_settings(TASKS=DATABASE_TASKS)
+def test_a_task_on_a_hidden_repository_is_not_found(client, settings, registry, repo_name):
+    settings.REGISTRY_URL = registry.url
+    result = enqueue_sync(repo_name)
+    client.force_login(make_user("outsider", pattern="someone-else/*", role=10))
+    assert client.get(f"/tasks/{result.id}/").status_code == 404
+    assert client.get("/tasks/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_immediate_backend_leaves_nothing_to_follow(settings, registry, repo_name, pusher):
+    settings.REGISTRY_URL = registry.url
+    pusher.push_image(repo_name, tags=("1.0",))
+    result = enqueue_sync(repo_name)
+    assert result.is_finished
+    assert not TaskProgress.objects.filter(task_id=result.id).exists()
+
+
+def test_a_worker_process_runs_a_queued_sync_that_the_command_line_follows(tmp_path, own_registry, own_pusher, make_repo_name):
+    name = make_repo_name()
+    image = own_pusher.push_image(name, tags=("1.0", "1.1"))
+    env = {"REGISTRY_URL": own_registry.url}
+    with process_database(tmp_path) as database_url:
+        queued = manage(
+            database_url, "shell", "--no-imports", "-c",
+            f"from dashboard.tasks import enqueue_sync; print(enqueue_sync({name!r}).id)", **env,
+        )
+        task_id = queued.stdout.strip()
+        assert "ready" in manage(database_url, "task_status", task_id, **env).stdout
+
+        worker = start_manage(database_url, "db_worker", "--no-startup-delay", "--no-reload", "--interval", "0.2", **env)
+        try:
+            followed = manage(database_url, "task_status", task_id, "--follow", timeout=60, **env)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
+
+        assert followed.stdout.splitlines()[-1].startswith(
+            f"Sync of {name}: successful, 1/1 repositories (1 repositories, 2 tags, 1 new manifests"
+        )
+        assert_consistent(dump_cache(database_url), name, {"1.0": image.digest, "1.1": image.digest})
+
+
+def test_two_syncs_of_one_repository_at_once_leave_one_consistent_cache(tmp_path, own_registry, own_pusher, make_repo_name):
+    name = make_repo_name()
+    expected = {}
+    for index in range(6):
+        pushed = own_pusher.push_image(name, tags=(f"1.{index}",), unique=f"v{index}")
+        expected[f"1.{index}"] = pushed.digest
+    env = {"REGISTRY_URL": own_registry.url}
+    with process_database(tmp_path) as database_url:
+        syncs = [start_manage(database_url, "sync_registry", "--repository", name, **env) for _ in range(2)]
+        outputs = [process.communicate(timeout=120) for process in syncs]
+        for process, (stdout, stderr) in zip(syncs, outputs, strict=True):
+            assert process.returncode == 0, stderr
+            assert "1 repositories, 6 tags" in stdout
+
+        # One tag moves and one disappears; two more concurrent syncs must agree on that too.
+        moved = own_pusher.push_image(name, tags=("1.0",), unique="moved")
+        expected["1.0"] = moved.digest
+        syncs = [start_manage(database_url, "sync_registry", "--repository", name, **env) for _ in range(2)]
+        for process in syncs:
+            process.communicate(timeout=120)
+            assert process.returncode == 0
+
+        assert_consistent(dump_cache(database_url), name, expected)
+
