@@ -167,10 +167,11 @@ def setup_django(database: Path) -> None:
 def timed_sync(url: str, workers: int) -> tuple[float, Counter[str], object]:
     from dashboard.models import Registry
     from dashboard.registry import RegistryClient
-    from dashboard.sync import sync_registry
+    from dashboard.sync import READ_AHEAD, sync_registry
 
     registry, _ = Registry.objects.get_or_create(url=url, defaults={"name": "bench"})
-    with RegistryClient(url, pool_size=workers) as client:
+    # Reader threads ask for tag lists beside the request pool: room for both, or urllib3 drops connections.
+    with RegistryClient(url, pool_size=workers + READ_AHEAD) as client:
         started = time.perf_counter()
         summary = sync_registry(registry, client, workers=workers)
         return time.perf_counter() - started, summary.requests, summary

@@ -88,12 +88,13 @@ def _body(request: HttpRequest) -> dict:
     return data
 
 
-def _text(data: dict, key: str, *, required: bool = True) -> str:
+def _text(data: dict, key: str) -> str:
+    """A string field, "" when absent; the action validates the value (and audits a refusal)."""
     value = data.get(key)
-    if value is None and not required:
+    if value is None:
         return ""
-    if not isinstance(value, str) or (required and not value):
-        raise ActionRefused(f"{key} must be a non-empty string.")
+    if not isinstance(value, str):
+        raise ActionRefused(f"{key} must be a string.")
     return value
 
 
@@ -196,8 +197,8 @@ def pins(request: HttpRequest, name: str) -> JsonResponse:
         configured_registry(),
         repository,
         reason=_text(data, "reason"),
-        digest=_text(data, "digest", required=False),
-        tag=_text(data, "tag", required=False),
+        digest=_text(data, "digest"),
+        tag=_text(data, "tag"),
     )
     return JsonResponse(pin_json(pin), status=201)
 
@@ -223,7 +224,7 @@ def restore(request: HttpRequest, name: str, tag: str) -> JsonResponse:
         repository,
         tag=tag,
         digest=_text(data, "digest"),
-        expected=_text(data, "expected_digest", required=False) or None,
+        expected=_text(data, "expected_digest") or None,
     )
     return JsonResponse(
         {"tag": result.tag, "digest": result.digest, "previous_digest": result.previous, "changed": result.changed}

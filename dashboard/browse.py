@@ -272,10 +272,13 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
     layers = parsed.layers if isinstance(parsed, ImageManifest) else ()
     steps = align_history(layers, config.history) if config else [HistoryStep(None, layer) for layer in layers]
 
+    # The first names and how many there are in all, in one query.
     tags = list(
-        Tag.objects.filter(manifest=manifest).order_by("version_key").values_list("name", flat=True)[: tags_shown + 1]
+        Tag.objects.filter(manifest=manifest)
+        .annotate(total=Window(Count("id")))
+        .order_by("version_key")
+        .values_list("name", "total")[:tags_shown]
     )
-    tag_count = len(tags) if len(tags) <= tags_shown else Tag.objects.filter(manifest=manifest).count()
     hex_digest = manifest.digest.partition(":")[2]
     return ManifestDetails(
         manifest=manifest,
@@ -286,8 +289,8 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
         children=_children(repository, parsed),
         manifest_json=pretty_json(manifest.raw),
         config_json=pretty_json(manifest.raw_config),
-        tags=tags[:tags_shown],
-        tag_count=tag_count,
+        tags=[name for name, _ in tags],
+        tag_count=tags[0][1] if tags else 0,
         referrers=list(
             Tag.objects.filter(repository=repository, name__startswith=f"sha256-{hex_digest}.")
             .select_related("manifest")

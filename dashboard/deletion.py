@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, DateTimeField, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -46,6 +47,7 @@ GC_DONE = "gc_done"
 # The bulk form posts one checkbox and one digest per tag; Django refuses more than 1000 fields.
 BULK_LIMIT = 400
 GC_COMMAND = "registry garbage-collect /etc/docker/registry/config.yml"
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pinned_by(pin: Pin) -> str:
@@ -433,14 +435,20 @@ def estimate_freed(repository: Repository, digests: list[str]) -> int:
     return sum(freed_blobs(removed, used).values())
 
 
+def _gc_marks():
+    return AuditEntry.objects.filter(action=GC_DONE, outcome=AuditEntry.Outcome.OK)
+
+
 def last_gc() -> AuditEntry | None:
     """When someone last said the registry's garbage collection ran."""
-    return AuditEntry.objects.filter(action=GC_DONE, outcome=AuditEntry.Outcome.OK).first()
+    return _gc_marks().first()
 
 
-def _pending(registry: Registry, mark: AuditEntry | None):
-    pending = DeletedVersion.objects.filter(registry=registry)
-    return pending if mark is None else pending.filter(deleted_at__gt=mark.created_at)
+def _pending(registry_id: int):
+    """Versions deleted since the last recorded garbage collection (one query, mark included)."""
+    mark = Subquery(_gc_marks().order_by("-created_at").values("created_at")[:1])
+    since = Coalesce(mark, Value(NEVER, output_field=DateTimeField()))
+    return DeletedVersion.objects.filter(registry_id=registry_id, deleted_at__gt=since)
 
 
 @dataclass
@@ -456,21 +464,20 @@ class PendingGC:
 
 def pending_gc(registry: Registry, visible: Q | None) -> PendingGC:
     """For the storage page; `visible` filters the repositories the user may see (None: all)."""
-    mark = last_gc()
-    pending = _pending(registry, mark)
+    pending = _pending(registry.pk)
     if visible is not None:
         pending = pending.filter(visible)
     totals = pending.aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
     rows = list(
         pending.values("repository").annotate(versions=Count("id"), bytes=Sum("freed_bytes")).order_by("-bytes", "repository")
     )
-    return PendingGC(mark, totals["versions"], totals["bytes"] or 0, rows)
+    return PendingGC(last_gc(), totals["versions"], totals["bytes"] or 0, rows)
 
 
 def pending_gc_in(repository: Repository) -> tuple[int, int]:
-    """(versions, bytes) waiting for garbage collection in one repository, in two queries."""
+    """(versions, bytes) waiting for garbage collection in one repository, in one query."""
     totals = (
-        _pending(repository.registry, last_gc())
+        _pending(repository.registry_id)
         .filter(repository=repository.name)
         .aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
     )

@@ -184,15 +184,15 @@ _running_lock = threading.Lock()
 
 
 def dispatch(function: Callable[..., object], *args: object) -> None:
-    """Run `function(*args)` after the response, on a daemon thread.
+    """Run `function(*args)` as a background task (dashboard.tasks): queued for the worker
+    with TASK_BACKEND=database, run before returning with TASK_BACKEND=immediate.
 
-    The only hand-off point to background work: replace its body to use a task queue. A
-    failure is logged; the next periodic sync repairs whatever the work did not do.
+    The only hand-off point to background work. A failure is logged by the task queue; the
+    next periodic sync repairs whatever the work did not do.
     """
-    thread = threading.Thread(target=_run, args=(function, args), daemon=True, name=f"dispatch-{function.__name__}")
-    with _running_lock:
-        _running.add(thread)
-    thread.start()
+    from dashboard.tasks import BACKGROUND_TASKS  # dashboard.tasks imports this module
+
+    BACKGROUND_TASKS[function].enqueue(*args)
 
 
 def _run(function: Callable[..., object], args: tuple[object, ...]) -> None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_tasks import TaskContext, TaskResult, default_task_backend, task
 from django_tasks.exceptions import TaskResultDoesNotExist
 
-from dashboard import retention, sync
+from dashboard import notifications, retention, sync
 from dashboard.models import RetentionPolicy, TaskProgress
 from dashboard.registries import client_for, configured_registry
 
@@ -73,6 +73,16 @@ def sync_registry_task(context: TaskContext) -> dict[str, Any]:
 @task(takes_context=True)
 def sync_repository_task(context: TaskContext, repository: str) -> dict[str, Any]:
     return _sync(context, f"Sync of {repository}", repository)
+
+
+@task()
+def process_notification_task(registry_id: int, repository: str, tag: str) -> None:
+    """Sync a tag the registry reported pushed; the endpoint already dropped redeliveries."""
+    notifications.sync_pushed_tag(registry_id, repository, tag)
+
+
+# What notifications.dispatch(function, ...) queues for each function it is handed.
+BACKGROUND_TASKS = {notifications.sync_pushed_tag: process_notification_task}
 
 
 @task()

@@ -110,7 +110,7 @@ def test_the_registry_notifies_the_dashboard_service_with_the_shared_secret(dash
     assert (url.hostname, url.port) == ("dashboard", GUNICORN_PORT)
     # The registry's Host header must pass ALLOWED_HOSTS.
     assert "dashboard" in dashboard_env["ALLOWED_HOSTS"].split(",")
-    assert resolve(url.path).url_name == "registry-notifications"
+    assert resolve(url.path).url_name == "registry-events"
     assert endpoint["headers"] == {settings.REGISTRY_NOTIFICATIONS_HEADER: [dashboard_env["REGISTRY_NOTIFICATIONS_SECRET"]]}
     assert registry_config["storage"]["delete"]["enabled"] is True
 
@@ -125,7 +125,7 @@ def render_for_test(config: str, *, addr: str, root: Path, notify_url: str) -> s
     replacements = {
         "  addr: :5000\n": f"  addr: {addr}\n",
         "    rootdirectory: /var/lib/registry\n": f"    rootdirectory: {root}\n",
-        "      url: http://dashboard:8000/notifications/\n": f"      url: {notify_url}\n",
+        "      url: http://dashboard:8000/hooks/registry/\n": f"      url: {notify_url}\n",
     }
     for old, new in replacements.items():
         assert config.count(old) == 1, old
@@ -141,7 +141,7 @@ def test_the_shipped_registry_config_serves_pushes_and_notifies_a_live_dashboard
     registry = RegistryServer(url=f"http://127.0.0.1:{port}", port=port, root=tmp_path)
     shipped = REGISTRY_CONFIG.read_text()
     rendered = render_for_test(
-        shipped, addr=registry.host, root=tmp_path / "storage", notify_url=f"{live_server.url}/notifications/"
+        shipped, addr=registry.host, root=tmp_path / "storage", notify_url=f"{live_server.url}/hooks/registry/"
     )
     changed = [(a, b) for a, b in zip(shipped.splitlines(), rendered.splitlines(), strict=True) if a != b]
     assert len(changed) == 3

@@ -64,6 +64,14 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
     assert result.stdout.split() == ["503", "200"]
 
 
+def test_behind_tls_only_people_are_redirected_not_probes_or_the_registry(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/catalog-or-any-page/").status_code == 301
+    assert client.get("/healthz").status_code == 200
+    # Refused for lack of a secret, but answered over plain HTTP rather than redirected.
+    assert client.post("/hooks/registry/").status_code == 503
+
+
 @pytest.mark.django_db
 def test_each_request_logs_one_structured_line_with_its_timing(client, caplog):
     with caplog.at_level(logging.INFO, logger="dashboard.request"):
@@ -104,14 +112,14 @@ def test_gunicorn_with_the_production_config_serves_probes_metrics_and_logs(tmp_
     with process_database(tmp_path) as database_url, gunicorn(
         database_url, tmp_path / "gunicorn.log", workers=2
     ) as server:
-        healthz_before = _healthz_count(requests.get(f"{server.url}/metrics", timeout=5).text)
+        healthz_before = _healthz_count(requests.get(f"{server.url}/metrics", timeout=30).text)
         for _ in range(6):
-            assert requests.get(f"{server.url}/healthz", timeout=5).text == "ok\n"
-        ready = requests.get(f"{server.url}/readyz", timeout=5)
+            assert requests.get(f"{server.url}/healthz", timeout=30).text == "ok\n"
+        ready = requests.get(f"{server.url}/readyz", timeout=30)
         assert ready.status_code == 200
         assert ready.json()["database"] == "ok"
         # Both workers' counts add up in one scrape, whichever worker answers it.
-        assert _healthz_count(requests.get(f"{server.url}/metrics", timeout=5).text) == healthz_before + 6
+        assert _healthz_count(requests.get(f"{server.url}/metrics", timeout=30).text) == healthz_before + 6
         log = server.stop()
 
     request_lines = [

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard.registry.auth import (
@@ -23,6 +23,10 @@ from dashboard.registry.auth import (
     token_service,
 )
 from dashboard.registry.errors import InvalidResponse
+
+# No deadline: a loaded CI machine must not turn slowness into failures. No example
+# database: failures print their example, and the tree stays clean.
+PROPERTY = settings(deadline=None, database=None)
 
 REGISTRY = "http://127.0.0.1:5000"
 
@@ -45,8 +49,12 @@ def test_distribution_bearer_challenge() -> None:
 
 
 def test_case_spacing_tokens_and_escapes() -> None:
-    [challenge] = parse_www_authenticate('BEARER  Realm = "https://auth.example/token" , Service=registry , SCOPE="a\\"b"')
-    assert challenge == Challenge("bearer", {"realm": "https://auth.example/token", "service": "registry", "scope": 'a"b'})
+    [challenge] = parse_www_authenticate(
+        'BEARER  Realm = "https://auth.example/token" , Service=registry , SCOPE="a\\"b"'
+    )
+    assert challenge == Challenge(
+        "bearer", {"realm": "https://auth.example/token", "service": "registry", "scope": 'a"b'}
+    )
 
 
 def test_several_challenges_in_one_header() -> None:
@@ -56,7 +64,9 @@ def test_several_challenges_in_one_header() -> None:
     assert challenges[1].params == {"realm": "registry"}
     preferred = preferred_challenge(challenges)
     assert preferred is not None and preferred.scheme == "bearer"
-    assert preferred_challenge(parse_www_authenticate('Basic realm="registry"')) == Challenge("basic", {"realm": "registry"})
+    assert preferred_challenge(parse_www_authenticate('Basic realm="registry"')) == Challenge(
+        "basic", {"realm": "registry"}
+    )
     assert preferred_challenge(parse_www_authenticate("Negotiate abc==")) is None
 
 
@@ -77,6 +87,7 @@ def test_garbage_headers(header: str | None, expected: list[Challenge]) -> None:
     assert parse_www_authenticate(header) == expected
 
 
+@PROPERTY
 @given(st.text(max_size=200))
 def test_parse_www_authenticate_never_raises(header: str) -> None:
     for challenge in parse_www_authenticate(header):
@@ -84,6 +95,7 @@ def test_parse_www_authenticate_never_raises(header: str) -> None:
         assert isinstance(challenge.scopes, tuple)
 
 
+@PROPERTY
 @given(
     st.lists(
         st.tuples(st.sampled_from(["realm", "service", "scope"]), st.text(st.characters(blacklist_categories=["Cs"]))),
@@ -93,7 +105,9 @@ def test_parse_www_authenticate_never_raises(header: str) -> None:
     )
 )
 def test_quoted_values_round_trip(params: list[tuple[str, str]]) -> None:
-    quoted = ",".join(f'{name}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for name, value in params)
+    quoted = ",".join(
+        f'{name}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for name, value in params
+    )
     assert parse_www_authenticate(f"Bearer {quoted}") == [Challenge("bearer", dict(params))]
 
 
@@ -154,7 +168,10 @@ def test_resolve_on_registry(link: str, expected: str | None) -> None:
 
 
 def test_default_ports_are_the_same_origin() -> None:
-    assert resolve_on_registry("http://r.example:80/v2/x", "http://r.example/v2/", "http://r.example") == "http://r.example:80/v2/x"
+    assert (
+        resolve_on_registry("http://r.example:80/v2/x", "http://r.example/v2/", "http://r.example")
+        == "http://r.example:80/v2/x"
+    )
 
 
 # Token answers and the cache
@@ -168,20 +185,28 @@ def test_token_answers() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"<html>", b"[]", b"{}", b'{"token": ""}', b'{"token": 5}', b'{"token": "t", "expires_in": "300"}',
-     b'{"token": "t", "expires_in": 0}', b'{"token": "t", "expires_in": true}'],
+    [
+        b"",
+        b"<html>",
+        b"[]",
+        b"{}",
+        b'{"token": ""}',
+        b'{"token": 5}',
+        b'{"token": "t", "expires_in": "300"}',
+        b'{"token": "t", "expires_in": 0}',
+        b'{"token": "t", "expires_in": true}',
+    ],
 )
 def test_bad_token_answers(body: bytes) -> None:
     with pytest.raises(InvalidResponse):
         parse_token_response(body)
 
 
+@PROPERTY
 @given(st.binary(max_size=100))
 def test_parse_token_response_raises_only_invalid_response(body: bytes) -> None:
-    try:
+    with contextlib.suppress(InvalidResponse):
         parse_token_response(body)
-    except InvalidResponse:
-        pass
 
 
 def test_token_cache_expires_tokens_early() -> None:
@@ -191,15 +216,3 @@ def test_token_cache_expires_tokens_early() -> None:
     assert cache.get("repository:b:pull") is None
     time.sleep(0.19)  # before expires_in, but past the share of it we trust
     assert cache.get("repository:a:pull") is None
-
-
-def test_token_cache_lock_is_per_key_and_shared_between_threads() -> None:
-    cache = TokenCache()
-    locks: list[threading.Lock] = []
-    threads = [threading.Thread(target=lambda: locks.append(cache.lock_for("k"))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(lock is locks[0] for lock in locks)
-    assert cache.lock_for("other") is not locks[0]

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,7 +73,10 @@ def test_ping_reports_api_version_and_auth_scheme(
 
 def test_unreachable_registry_is_unavailable_quickly() -> None:
     started = time.monotonic()
-    with RegistryClient(f"http://127.0.0.1:{free_port()}") as client, pytest.raises(Unavailable, match="Cannot connect"):
+    with (
+        RegistryClient(f"http://127.0.0.1:{free_port()}") as client,
+        pytest.raises(Unavailable, match="Cannot connect"),
+    ):
         client.ping()
     assert time.monotonic() - started < 2
 
@@ -162,7 +165,9 @@ Push = Callable[[ImagePusher, str, list[str]], PushedImage]
     ],
     ids=["docker", "oci", "docker-list", "oci-index", "artifact"],
 )
-def test_head_and_get_manifest(client: RegistryClient, pusher: ImagePusher, repo_name: str, push: Push, kind: str) -> None:
+def test_head_and_get_manifest(
+    client: RegistryClient, pusher: ImagePusher, repo_name: str, push: Push, kind: str
+) -> None:
     pushed = push(pusher, repo_name, ["v1"])
 
     assert client.head_manifest(repo_name, "v1") == ManifestHead(pushed.digest, pushed.media_type, len(pushed.raw))
@@ -195,7 +200,7 @@ def test_unknown_manifest_is_not_found(client: RegistryClient, pusher: ImagePush
 
 
 def test_get_config_and_align_its_history(client: RegistryClient, pusher: ImagePusher, repo_name: str) -> None:
-    created = datetime(2023, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    created = datetime(2023, 5, 6, 7, 8, 9, tzinfo=UTC)
     image = pusher.push_image(
         repo_name,
         ["v1"],
@@ -221,7 +226,12 @@ def test_get_config_and_align_its_history(client: RegistryClient, pusher: ImageP
 
     assert (config.created, config.author, str(config.platform)) == (created, "Jane", "linux/arm64/v8")
     assert (config.env, config.entrypoint, config.cmd) == (("A=1",), ("/entry",), ("serve",))
-    assert (config.exposed_ports, config.volumes, config.user, config.working_dir) == (("80/tcp",), ("/data",), "app", "/srv")
+    assert (config.exposed_ports, config.volumes, config.user, config.working_dir) == (
+        ("80/tcp",),
+        ("/data",),
+        "app",
+        "/srv",
+    )
     assert config.labels == {"team": "a"}
     assert isinstance(manifest, ImageManifest)
     steps = align_history(manifest.layers, config.history)
@@ -271,7 +281,9 @@ def test_retag_keeps_the_digest_and_skopeo_agrees(
     assert client.put_manifest(repo_name, "stable", fetched.raw, fetched.media_type) == image.digest
 
     assert client.head_manifest(repo_name, "stable").digest == image.digest
-    inspected = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/{repo_name}:stable"))
+    inspected = json.loads(
+        run("skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/{repo_name}:stable")
+    )
     assert inspected["Digest"] == image.digest
 
 
@@ -292,9 +304,27 @@ def test_image_copied_by_skopeo_from_a_umoci_layout(
     (tmp_path / "hello").write_text("hello\n")
     run("umoci", "init", "--layout", layout)
     run("umoci", "new", "--image", image)
-    run("umoci", "config", "--image", image, "--config.label", "built-by=umoci", "--config.cmd", "/hello", "--author", "umoci-test")
+    run(
+        "umoci",
+        "config",
+        "--image",
+        image,
+        "--config.label",
+        "built-by=umoci",
+        "--config.cmd",
+        "/hello",
+        "--author",
+        "umoci-test",
+    )
     run("umoci", "insert", "--rootless", "--image", image, tmp_path / "hello", "/hello")
-    run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{image}", f"docker://{registry.host}/{repo_name}:v1")
+    run(
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        f"oci:{image}",
+        f"docker://{registry.host}/{repo_name}:v1",
+    )
 
     fetched = client.get_manifest(repo_name, "v1")
 
@@ -363,7 +393,9 @@ def test_concurrent_tag_deletes_use_distinct_tombstones(
     assert pusher.head_digest(repo_name, "keep") == image.digest
 
 
-def test_delete_tag_of_an_unknown_tag_changes_nothing(client: RegistryClient, pusher: ImagePusher, repo_name: str) -> None:
+def test_delete_tag_of_an_unknown_tag_changes_nothing(
+    client: RegistryClient, pusher: ImagePusher, repo_name: str
+) -> None:
     pusher.push_image(repo_name, ["v1"])
     with pytest.raises(NotFound):
         client.delete_tag(repo_name, "nosuch")
@@ -376,7 +408,10 @@ def test_deletes_on_a_registry_without_delete_say_how_to_enable_it(
     image = nodelete_pusher.push_image(repo_name, ["v1", "v2"])
 
     with RegistryClient(registry_nodelete.url) as client:
-        for delete in (lambda: client.delete_manifest(repo_name, image.digest), lambda: client.delete_tag(repo_name, "v1")):
+        for delete in (
+            lambda: client.delete_manifest(repo_name, image.digest),
+            lambda: client.delete_tag(repo_name, "v1"),
+        ):
             with pytest.raises(Unsupported) as raised:
                 delete()
             assert "storage.delete.enabled: true" in str(raised.value)
@@ -402,9 +437,11 @@ def test_basic_auth(
         assert client.request_counts - before == Counter(tags=1, head_manifest=1)  # credentials sent up front
 
     for wrong_username, wrong_password in [(username, "wrong-pass"), (None, None)]:
-        with RegistryClient(registry_basic.url, username=wrong_username, password=wrong_password) as client:
-            with pytest.raises(Unauthorized) as raised:
-                client.tags(repo_name)
+        with (
+            RegistryClient(registry_basic.url, username=wrong_username, password=wrong_password) as client,
+            pytest.raises(Unauthorized) as raised,
+        ):
+            client.tags(repo_name)
         assert "pass" not in str(raised.value)
 
 
@@ -451,9 +488,11 @@ def test_threads_share_one_token(
     token_server.reset_counts()
     username, password = admin_credentials
 
-    with RegistryClient(registry_token.url, username=username, password=password) as client:
-        with ThreadPoolExecutor(8) as pool:
-            digests = list(pool.map(lambda _: client.head_manifest(repo_name, "v1").digest, range(16)))
+    with (
+        RegistryClient(registry_token.url, username=username, password=password) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        digests = list(pool.map(lambda _: client.head_manifest(repo_name, "v1").digest, range(16)))
 
     assert digests == [image.digest] * 16
     assert token_server.requests == Counter({("admin", f"repository:{repo_name}:pull"): 1})
@@ -489,9 +528,11 @@ def test_reader_may_read_but_not_delete(
 
     with RegistryClient(registry_token.url) as anonymous, pytest.raises(Unauthorized):
         anonymous.tags(repo_name)
-    with RegistryClient(registry_token.url, username=username, password="wrong-pass") as wrong:
-        with pytest.raises(Unauthorized):
-            wrong.tags(repo_name)
+    with (
+        RegistryClient(registry_token.url, username=username, password="wrong-pass") as wrong,
+        pytest.raises(Unauthorized),
+    ):
+        wrong.tags(repo_name)
     assert token_pusher.tags(repo_name) == ["v1", "v2"]
 
 
@@ -510,9 +551,11 @@ def test_token_realm_on_another_host_is_refused_unless_allowed(
     realm_host = urlsplit(token_server.realm).netloc
 
     for allowed in [(), ("127.0.0.1:1",), ("localhost",)]:
-        with RegistryClient(url, username=username, password=password, allowed_realm_hosts=allowed) as client:
-            with pytest.raises(InvalidResponse, match="another host"):
-                client.tags(repo_name)
+        with (
+            RegistryClient(url, username=username, password=password, allowed_realm_hosts=allowed) as client,
+            pytest.raises(InvalidResponse, match="another host"),
+        ):
+            client.tags(repo_name)
     assert not token_server.requests  # credentials never went there
 
     with RegistryClient(url, username=username, password=password, allowed_realm_hosts=[realm_host]) as client:

@@ -8,19 +8,19 @@ two web replicas at once, must leave one consistent cache.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from django.core.management import call_command
-from django.test import override_settings
 
 from dashboard.models import Repository, Tag, TaskProgress
 from dashboard.tasks import enqueue_sync, sync_registry_task, sync_repository_task
 from tests.personas import make_user
-from tests.support.deployment import manage, process_database, start_manage
+from tests.support.deployment import gunicorn, manage, process_database, start_manage
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port, start_registry
 
-DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # Prints the cache as JSON: {repository: {tag: digest}}, plus the integrity facts the tests check.
 CACHE_DUMP = """
@@ -47,6 +47,13 @@ def own_registry(tmp_path_factory: pytest.TempPathFactory) -> RegistryServer:
 @pytest.fixture
 def own_pusher(own_registry: RegistryServer) -> ImagePusher:
     return ImagePusher(own_registry.url)
+
+
+@pytest.fixture
+def database_tasks(settings) -> None:
+    """Queue tasks in the test database, as production does, instead of running them inline."""
+    # Through the settings fixture: mixed with override_settings, a stale TASKS would outlive the test.
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 
 def dump_cache(database_url: str) -> dict:
@@ -91,7 +98,7 @@ def test_a_failed_sync_task_is_reported_as_failed(settings):
 
 
 @pytest.mark.django_db
-@override_settings(TASKS=DATABASE_TASKS)
+@pytest.mark.usefixtures("database_tasks")
 def test_the_task_page_polls_until_a_queued_sync_is_done(client, settings, registry, pusher, repo_name):
     settings.REGISTRY_URL = registry.url
     image = pusher.push_image(repo_name, tags=("1.0",))
@@ -121,7 +128,7 @@ def test_the_task_page_polls_until_a_queued_sync_is_done(client, settings, regis
 
 
 @pytest.mark.django_db
-@override_settings(TASKS=DATABASE_TASKS)
+@pytest.mark.usefixtures("database_tasks")
 def test_a_task_on_a_hidden_repository_is_not_found(client, settings, registry, repo_name):
     settings.REGISTRY_URL = registry.url
     result = enqueue_sync(repo_name)
@@ -131,12 +138,12 @@ def test_a_task_on_a_hidden_repository_is_not_found(client, settings, registry, 
 
 
 @pytest.mark.django_db
-def test_the_immediate_backend_leaves_nothing_to_follow(settings, registry, repo_name, pusher):
+def test_on_the_immediate_backend_a_sync_is_done_when_enqueued(settings, registry, repo_name, pusher):
     settings.REGISTRY_URL = registry.url
     pusher.push_image(repo_name, tags=("1.0",))
     result = enqueue_sync(repo_name)
-    assert result.is_finished
-    assert not TaskProgress.objects.filter(task_id=result.id).exists()
+    assert result.status == "SUCCESSFUL"
+    assert result.return_value["tags"] == 1
 
 
 def test_a_worker_process_runs_a_queued_sync_that_the_command_line_follows(tmp_path, own_registry, own_pusher, make_repo_name):
@@ -188,3 +195,56 @@ def test_two_syncs_of_one_repository_at_once_leave_one_consistent_cache(tmp_path
 
         assert_consistent(dump_cache(database_url), name, expected)
 
+
+
+def push_envelope(event_id: str, repository: str, tag: str, image) -> bytes:
+    """A push event as Distribution 2.8 sends it (see FACTS.md, notifications)."""
+    event = {
+        "id": event_id,
+        "timestamp": "2026-01-01T12:00:00.000000000Z",
+        "action": "push",
+        "target": {
+            "mediaType": image.media_type,
+            "size": len(image.raw),
+            "digest": image.digest,
+            "length": len(image.raw),
+            "repository": repository,
+            "tag": tag,
+        },
+        "request": {"id": "r1", "addr": "127.0.0.1", "host": "registry", "method": "PUT", "useragent": "docker/27"},
+    }
+    return json.dumps({"events": [event]}).encode()
+
+
+def test_one_notification_delivered_to_two_replicas_at_once_is_applied_once(
+    tmp_path, own_registry, own_pusher, make_repo_name
+):
+    name = make_repo_name()
+    image = own_pusher.push_image(name, tags=("1.0",))
+    secret = "replica-test-secret"
+    env = {"REGISTRY_URL": own_registry.url, "REGISTRY_NOTIFICATIONS_SECRET": secret}
+    envelope = push_envelope(f"event-{name}", name, "1.0", image)
+    headers = {"X-Registry-Secret": secret, "Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+    with process_database(tmp_path) as database_url:
+        with gunicorn(database_url, tmp_path / "a.log", **env) as first, gunicorn(
+            database_url, tmp_path / "b.log", **env
+        ) as second:
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(
+                    pool.map(
+                        lambda url: requests.post(f"{url}/hooks/registry/", data=envelope, headers=headers, timeout=60),
+                        [first.url, second.url],
+                    )
+                )
+        assert [answer.status_code for answer in answers] == [200, 200]
+        # One replica took the event; the other saw its id and left it alone.
+        assert sorted(answer.json()["pushes"] for answer in answers) == [0, 1]
+
+        manage(database_url, "db_worker", "--batch", "--no-startup-delay", "--no-reload", **env)
+        counts = manage(
+            database_url, "shell", "--no-imports", "-c",
+            "from dashboard.models import NotificationEvent; from django_tasks_db.models import DBTaskResult; "
+            "print(NotificationEvent.objects.count(), DBTaskResult.objects.successful().count())",
+        )
+        assert counts.stdout.split() == ["1", "1"]
+        assert_consistent(dump_cache(database_url), name, {"1.0": image.digest})

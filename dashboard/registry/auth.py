@@ -169,16 +169,11 @@ class CachedToken:
 
 
 class TokenCache:
-    """Bearer tokens by scope key, shared by all threads of one client.
-
-    `lock_for(key)` lets one thread fetch a token while others asking for the same scope wait
-    for it instead of all hitting the token service.
-    """
+    """Bearer tokens by scope key, shared by all threads of one client."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, CachedToken] = {}
-        self._key_locks: dict[str, threading.Lock] = {}
 
     def get(self, key: str) -> CachedToken | None:
         with self._lock:
@@ -193,7 +188,3 @@ class TokenCache:
         with self._lock:
             self._tokens[key] = token
         return token
-
-    def lock_for(self, key: str) -> threading.Lock:
-        with self._lock:
-            return self._key_locks.setdefault(key, threading.Lock())

@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -77,8 +77,6 @@ PROBE_REPOSITORY = "registry-browser/capability-probe"
 PROBE_DIGEST = compute_digest(b"registry-browser-probe")
 PROBE_TAG = "registry-browser-probe"
 
-KINDS = ("catalog", "tags", "head_manifest", "get_manifest", "get_blob", "delete", "put", "token", "ping")
-
 
 @dataclass(frozen=True)
 class RegistryInfo:
@@ -116,8 +114,21 @@ class _CappedRetry(Retry):
         return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
+class _KeyedLocks:
+    """One re-entrant lock per key, made on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+
+    def __call__(self, key: str) -> threading.RLock:
+        with self._lock:
+            return self._locks.setdefault(key, threading.RLock())
+
+
 class RegistryClient:
-    """Thread-safe: one instance can serve a whole thread pool (see `pool_size`)."""
+    """One registry. Thread-safe: a thread pool of up to `pool_size` threads can share one
+    instance, its connections and its token cache. Use as a context manager, or call close()."""
 
     def __init__(
         self,
@@ -151,6 +162,11 @@ class RegistryClient:
         self._scheme: str | None = None  # "basic" or "bearer"
         self._token_service: TokenService | None = None
         self._tokens = TokenCache()
+        # Threads needing a token for the same scope wait for one fetch instead of all asking.
+        self._token_locks = _KeyedLocks()
+        # Distribution 2.8 answers 500 to a manifest DELETE that reads a tag link while another
+        # request writes one in the same repository, so our own writes there take turns.
+        self._write_locks = _KeyedLocks()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
 
@@ -187,7 +203,8 @@ class RegistryClient:
 
     @property
     def request_counts(self) -> Counter[str]:
-        """Requests sent so far by kind (see KINDS); a snapshot."""
+        """A snapshot of the requests sent so far by kind: catalog, tags, head_manifest,
+        get_manifest, get_blob, delete, put (blob uploads included), token and ping."""
         with self._counts_lock:
             return Counter(self._counts)
 
@@ -295,26 +312,28 @@ class RegistryClient:
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest. On Distribution this also removes every tag pointing at it."""
         _check_digest(digest)
-        self._request(
-            "delete",
-            "DELETE",
-            self._manifest_url(repository, digest),
-            scope=_delete(repository),
-            expected=(200, 202),
-        )
+        with self._write_locks(repository):
+            self._request(
+                "delete",
+                "DELETE",
+                self._manifest_url(repository, digest),
+                scope=_delete(repository),
+                expected=(200, 202),
+            )
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
         """Upload exact manifest bytes (a retag when they came from get_manifest) and return
         their digest, checked against what the registry reports."""
-        response, _ = self._request(
-            "put",
-            "PUT",
-            self._manifest_url(repository, reference),
-            scope=_push(repository),
-            expected=(201,),
-            headers={"Content-Type": media_type},
-            data=raw,
-        )
+        with self._write_locks(repository):
+            response, _ = self._request(
+                "put",
+                "PUT",
+                self._manifest_url(repository, reference),
+                scope=_push(repository),
+                expected=(201,),
+                headers={"Content-Type": media_type},
+                data=raw,
+            )
         reported = response.headers.get("Docker-Content-Digest")
         if reported:
             verify_digest(raw, reported)
@@ -329,22 +348,23 @@ class RegistryClient:
         """
         if not is_valid_tag(tag):
             raise ValueError(f"Invalid tag: {tag!r}")
-        # 2.8 checks that deletes are enabled (405) before rejecting the tag (400), so reaching
-        # DIGEST_INVALID means the final digest delete below will be allowed.
-        response, body = self._request(
-            "delete",
-            "DELETE",
-            self._manifest_url(repository, tag),
-            scope=_delete(repository),
-            expected=(200, 202, 400),
-        )
-        if response.status_code != 400:
-            return
-        error = error_from_response(400, body, response.headers, method="DELETE")
-        if error.code != "DIGEST_INVALID":
-            raise error
-        self.head_manifest(repository, tag)  # NotFound here, before we would create the tag
-        self.delete_manifest(repository, self._push_tombstone(repository, tag))
+        with self._write_locks(repository):
+            # 2.8 checks that deletes are enabled (405) before rejecting the tag (400), so reaching
+            # DIGEST_INVALID means the final digest delete below will be allowed.
+            response, body = self._request(
+                "delete",
+                "DELETE",
+                self._manifest_url(repository, tag),
+                scope=_delete(repository),
+                expected=(200, 202, 400),
+            )
+            if response.status_code != 400:
+                return
+            error = error_from_response(400, body, response.headers, method="DELETE")
+            if error.code != "DIGEST_INVALID":
+                raise error
+            self.head_manifest(repository, tag)  # NotFound here, before we would create the tag
+            self.delete_manifest(repository, self._push_tombstone(repository, tag))
 
     # Helpers of the operations
 
@@ -369,7 +389,7 @@ class RegistryClient:
     def _push_tombstone(self, repository: str, tag: str) -> str:
         # The random config makes the manifest, and so its digest, unique: deleting it can never
         # take another tag along. 2.8 refuses manifests naming blobs it does not have, hence the upload.
-        created = datetime.now(timezone.utc).isoformat()
+        created = datetime.now(UTC).isoformat()
         config = json.dumps(
             {"registry-browser": "tombstone", "tag": tag, "created": created, "nonce": secrets.token_hex(16)}
         ).encode()
@@ -393,7 +413,11 @@ class RegistryClient:
         """Monolithic upload: POST for a session, then one PUT with the bytes and their digest."""
         digest = compute_digest(data)
         response, _ = self._request(
-            "put", "POST", f"{self._repository_url(repository)}/blobs/uploads/", scope=_push(repository), expected=(202,)
+            "put",
+            "POST",
+            f"{self._repository_url(repository)}/blobs/uploads/",
+            scope=_push(repository),
+            expected=(202,),
         )
         location = response.headers.get("Location", "")
         upload_url = resolve_on_registry(location, self._api, self.base_url) if location else None
@@ -505,7 +529,7 @@ class RegistryClient:
         """A token for `scopes`, cached under the request's scope. Threads asking for the same
         scope at once share a single fetch."""
         key = scope or ""
-        with self._tokens.lock_for(key):
+        with self._token_locks(key):
             cached = self._tokens.get(key)
             if cached is not None and cached != rejected and set(scopes) <= set(cached.scopes):
                 return cached

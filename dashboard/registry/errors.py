@@ -95,7 +95,8 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isdigit() alone also accepts "¹" and other non-ASCII digits, which float() rejects.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -121,9 +122,7 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None, object]:
     return code, message, first.get("detail")
 
 
-def error_from_response(
-    status: int, body: bytes, headers: Mapping[str, str], *, method: str = "GET"
-) -> RegistryError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str], *, method: str = "GET") -> RegistryError:
     """Build the matching error for a non-success answer. `headers` must be case-insensitive
     (requests' CaseInsensitiveDict)."""
     code, registry_message, detail = parse_error_body(body)

@@ -11,8 +11,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from . import mediatypes
 from .errors import DigestMismatch, InvalidResponse
@@ -27,6 +27,7 @@ _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 # Content types proxies and older registries put on manifests; the body then says what it is.
 _GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
+_ALL_MANIFESTS = mediatypes.IMAGE_MANIFESTS | mediatypes.INDEXES | mediatypes.SCHEMA1
 
 
 def compute_digest(raw: bytes, algorithm: str = "sha256") -> str:
@@ -39,9 +40,7 @@ def is_valid_digest(value: object) -> bool:
 
 def is_valid_repository_name(value: object) -> bool:
     return (
-        isinstance(value, str)
-        and len(value) <= _REPOSITORY_MAX_LENGTH
-        and _REPOSITORY_RE.fullmatch(value) is not None
+        isinstance(value, str) and len(value) <= _REPOSITORY_MAX_LENGTH and _REPOSITORY_RE.fullmatch(value) is not None
     )
 
 
@@ -274,12 +273,13 @@ def parse_image_config(raw: bytes) -> ImageConfig:
     )
 
 
-_ALL_MANIFESTS = mediatypes.IMAGE_MANIFESTS | mediatypes.INDEXES | mediatypes.SCHEMA1
-_T = TypeVar("_T", str, int, bool, dict, list)
+# A JSON object as json.loads returns it.
+_Object = dict[str, Any]
+_T = TypeVar("_T", str, int, bool, _Object, list[Any])
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object", list: "a list"}
 
 
-def _load_object(raw: bytes, what: str) -> dict:
+def _load_object(raw: bytes, what: str) -> _Object:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
@@ -296,29 +296,29 @@ def _check(value: object, expected: type[_T], where: str) -> _T:
     return value
 
 
-def _optional(obj: dict, key: str, expected: type[_T], where: str) -> _T | None:
+def _optional(obj: _Object, key: str, expected: type[_T], where: str) -> _T | None:
     value = obj.get(key)
     return None if value is None else _check(value, expected, f"{where}.{key}")
 
 
-def _required(obj: dict, key: str, expected: type[_T], where: str) -> _T:
+def _required(obj: _Object, key: str, expected: type[_T], where: str) -> _T:
     value = _optional(obj, key, expected, where)
     if value is None:
         raise InvalidResponse(f"Invalid {where}: {key} is missing")
     return value
 
 
-def _strings(obj: dict, key: str, where: str) -> tuple[str, ...]:
+def _strings(obj: _Object, key: str, where: str) -> tuple[str, ...]:
     values = _optional(obj, key, list, where) or []
     return tuple(_check(v, str, f"{where}.{key}[{i}]") for i, v in enumerate(values))
 
 
-def _string_map(obj: dict, key: str, where: str) -> dict[str, str]:
+def _string_map(obj: _Object, key: str, where: str) -> dict[str, str]:
     values = _optional(obj, key, dict, where) or {}
     return {k: _check(v, str, f"{where}.{key}.{k}") for k, v in values.items()}
 
 
-def _descriptor(obj: dict, where: str) -> Descriptor:
+def _descriptor(obj: _Object, where: str) -> Descriptor:
     digest = _required(obj, "digest", str, where)
     if not is_valid_digest(digest):
         raise InvalidResponse(f"Invalid {where}.digest: {digest[:80]!r} is not a digest")
@@ -336,19 +336,19 @@ def _descriptor(obj: dict, where: str) -> Descriptor:
     )
 
 
-def _descriptors(obj: dict, key: str, where: str) -> tuple[Descriptor, ...]:
+def _descriptors(obj: _Object, key: str, where: str) -> tuple[Descriptor, ...]:
     values = _optional(obj, key, list, where) or []
     return tuple(
         _descriptor(_check(v, dict, f"{where}.{key}[{i}]"), f"{where}.{key}[{i}]") for i, v in enumerate(values)
     )
 
 
-def _optional_descriptor(obj: dict, key: str, where: str) -> Descriptor | None:
+def _optional_descriptor(obj: _Object, key: str, where: str) -> Descriptor | None:
     value = _optional(obj, key, dict, where)
     return None if value is None else _descriptor(value, f"{where}.{key}")
 
 
-def _platform(obj: dict, where: str) -> Platform:
+def _platform(obj: _Object, where: str) -> Platform:
     return Platform(
         os=_required(obj, "os", str, where),
         architecture=_required(obj, "architecture", str, where),
@@ -367,7 +367,7 @@ def _history_entry(value: object, where: str) -> HistoryEntry:
     )
 
 
-def _timestamp(obj: dict, key: str, where: str) -> datetime | None:
+def _timestamp(obj: _Object, key: str, where: str) -> datetime | None:
     """RFC 3339 as an aware datetime. Unparseable text and Go's zero time (0001-01-01, written by
     builders that do not record a date) mean "unknown", not a broken image."""
     text = _optional(obj, key, str, where)
@@ -379,4 +379,9 @@ def _timestamp(obj: dict, key: str, where: str) -> datetime | None:
         return None
     if value.year <= 1:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59: no UTC instant, so nothing to store
+        return None
+    return value

@@ -25,12 +25,15 @@ def _is_operator(context: template.Context, repository: Repository) -> bool:
 
 @register.inclusion_tag("dashboard/rollback/_repository_panel.html", takes_context=True)
 def repository_pins_panel(context: template.Context, repository: Repository) -> dict:
-    pins = Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at", "-id")
-    shown = list(pins[:PINS_SHOWN])
+    pins = list(
+        Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at", "-id")[
+            : PINS_SHOWN + 1
+        ]
+    )
     return {
         "repository": repository,
-        "rows": rollback.pin_rows(shown),
-        "more": max(pins.count() - PINS_SHOWN, 0) if len(shown) == PINS_SHOWN else 0,
+        "rows": rollback.pin_rows(pins[:PINS_SHOWN]),
+        "more": len(pins) > PINS_SHOWN,
         "suggestions": rollback.deployment_tags(repository, limit=5),
         "request": context["request"],
     }

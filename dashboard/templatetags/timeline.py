@@ -29,6 +29,8 @@ USER_CHANGE = "#d97706"
 # Compact strip: neighbouring digests need telling apart without a lane each.
 PALETTE = ("#2563eb", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f", "#b45309")
 MIN_BAR_WIDTH = 2.0
+# Periods drawn: one lane per digest, so a tag CI moves on every commit would grow without end.
+DRAWN_PERIODS = 40
 
 
 @dataclass
@@ -125,6 +127,7 @@ def tag_timeline(periods: Sequence[Period], tag: str, compact: bool = False) -> 
     """The SVG for `periods` (newest first, as `rollback.tag_periods` returns them)."""
     if not periods:
         return SafeString("")
+    periods = periods[:DRAWN_PERIODS]
     now = timezone.now()
     digests = list(dict.fromkeys(period.row.digest for period in periods))
     if compact:

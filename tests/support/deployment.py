@@ -7,10 +7,14 @@ suite runs on: a SQLite file, or a fresh database on the suite's PostgreSQL serv
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,47 +32,65 @@ STARTUP_TIMEOUT = 30.0
 
 @contextmanager
 def process_database(tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database for subprocesses; yields its DATABASE_URL."""
+    """A migrated, empty database for subprocesses; yields its DATABASE_URL.
+
+    Migrations run once per session into a template that each test copies: running them
+    costs seconds, copying costs nothing.
+    """
     if connection.vendor == "postgresql":
-        url = _create_postgres_database()
+        name = f"rb_proc_{secrets.token_hex(6)}"
+        _postgres_admin(f'CREATE DATABASE "{name}" TEMPLATE "{_postgres_template()}"')
         try:
-            manage(url, "migrate", "--noinput")
-            yield url
+            yield _postgres_url(name)
         finally:
-            _drop_postgres_database(url)
+            _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
-        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-        manage(url, "migrate", "--noinput")
-        yield url
+        template = _sqlite_template()
+        path = tmp_path / template.name
+        # With the write-ahead log, if SQLite left one behind: it holds committed pages too.
+        for suffix in ("", "-wal"):
+            if template.with_name(template.name + suffix).exists():
+                shutil.copyfile(template.with_name(template.name + suffix), path.with_name(path.name + suffix))
+        yield f"sqlite:///{path}"
 
 
-def _create_postgres_database() -> str:
-    import psycopg
+@functools.cache
+def _sqlite_template() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="registry-browser-template-")) / "db.sqlite3"
+    atexit.register(shutil.rmtree, path.parent, ignore_errors=True)
+    url = f"sqlite:///{path}"
+    manage(url, "migrate", "--noinput")
+    return path
 
+
+@functools.cache
+def _postgres_template() -> str:
+    name = f"rb_template_{secrets.token_hex(6)}"
+    _postgres_admin(f'CREATE DATABASE "{name}"')
+    atexit.register(_postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    manage(_postgres_url(name), "migrate", "--noinput")
+    return name
+
+
+def _postgres_url(name: str) -> str:
     settings = connection.settings_dict
-    name = f"rb_proc_{secrets.token_hex(6)}"
-    with psycopg.connect(**_pg_params(settings, "postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
     auth = settings["USER"] + (f":{settings['PASSWORD']}" if settings["PASSWORD"] else "")
     return f"postgres://{auth}@{settings['HOST']}:{settings['PORT']}/{name}"
 
 
-def _drop_postgres_database(url: str) -> None:
+def _postgres_admin(statement: str) -> None:
     import psycopg
 
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(**_pg_params(connection.settings_dict, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _pg_params(settings: dict, dbname: str) -> dict[str, str]:
-    return {
-        "dbname": dbname,
-        "user": settings["USER"],
-        "password": settings["PASSWORD"] or "",
-        "host": settings["HOST"],
-        "port": str(settings["PORT"]),
-    }
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname="postgres",
+        user=settings["USER"],
+        password=settings["PASSWORD"] or "",
+        host=settings["HOST"],
+        port=str(settings["PORT"]),
+        autocommit=True,
+    ) as admin:
+        admin.execute(statement)
 
 
 def process_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -156,9 +178,9 @@ def _wait_for(server: WebServer) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited at startup:\n{server.log_path.read_text()}")
         try:
-            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/healthz", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"gunicorn did not answer within {STARTUP_TIMEOUT}s:\n{server.log_path.read_text()}")

@@ -1,0 +1,475 @@
+"""Every route x every persona: the status each one gets, and hidden repositories named nowhere.
+
+Routes are read from the URL resolver, so a new view that nobody classified here fails
+`test_every_route_is_classified` instead of escaping these checks. Each route is requested
+for a repository the personas of team-a may see and for one of team-b they may not; every
+response body (and redirect) of a non-admin is searched for the hidden repository's name,
+tag and digest. Mutations run inside a rolled-back savepoint, and the registry is protected
+by a pin on the version they aim at, so every persona meets the same world.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from dashboard.models import AccessRule, ApiToken, AuditEntry, Pin, RetentionPolicy, Role
+from dashboard.registries import client_for, configured_registry
+from dashboard.sync import sync_registry
+from dashboard.tasks import enqueue_sync
+from tests.page_checks import csp_violations
+from tests.personas import make_user
+from tests.support.images import ImagePusher
+from tests.support.registry_server import RegistryServer, start_registry
+
+pytestmark = pytest.mark.django_db
+
+VISIBLE = "team-a/shop-api"
+HIDDEN = "team-b/payroll-ledger"
+HIDDEN_TAG = "payroll-q3-close"
+PERSONAS = ("anonymous", "outsider", "viewer", "maintainer", "operator", "admin")
+ROLES = {"viewer": Role.VIEWER, "maintainer": Role.MAINTAINER, "operator": Role.OPERATOR}
+ADMIN_ANYWHERE = "admin of every repository"
+NOTIFICATION_SECRET = "matrix-notification-secret"
+
+
+# The registry and the world every test starts from ---------------------------------------
+
+
+@dataclass
+class Images:
+    server: RegistryServer
+    pinned: str  # VISIBLE v1 and production: what the mutations aim at
+    unpinned: str  # VISIBLE v2
+    hidden: str  # HIDDEN's only version
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    """A registry of its own, so a catalog refresh reads two repositories, not the session's."""
+    server = start_registry(tmp_path_factory.mktemp("matrix-registry"))
+    pusher = ImagePusher(server.url)
+    pinned = pusher.push_image(VISIBLE, ("v1", "production"), unique="matrix-v1").digest
+    unpinned = pusher.push_image(VISIBLE, ("v2",), unique="matrix-v2").digest
+    hidden = pusher.push_image(HIDDEN, (HIDDEN_TAG,), unique="matrix-hidden").digest
+    yield Images(server, pinned, unpinned, hidden)
+    server.stop()
+
+
+@dataclass
+class World:
+    images: Images
+    users: dict[str, User]
+    tokens: dict[str, str] = field(default_factory=dict)
+    token_ids: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, str] = field(default_factory=dict)
+    rule: AccessRule | None = None
+    policy: RetentionPolicy | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """What no one but an admin may ever read."""
+        return (HIDDEN, HIDDEN_TAG, self.images.hidden)
+
+
+@pytest.fixture
+def world(settings, images: Images) -> World:
+    settings.REGISTRY_URL = images.server.url
+    settings.DASHBOARD_PUBLIC_READ = False
+    settings.DASHBOARD_DEFAULT_ROLE = None
+    settings.REGISTRY_NOTIFICATIONS_SECRET = NOTIFICATION_SECRET
+    # Queued (not run) tasks, so /tasks/<id>/ has something to show.
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    registry = configured_registry()
+    sync_registry(registry, client_for(registry))
+
+    users = {"outsider": make_user("otto")}
+    for persona, role in ROLES.items():
+        users[persona] = make_user(persona, pattern="team-a/*", role=role)
+    users["admin"] = make_user("ada", pattern="*", role=Role.ADMIN)
+    world = World(images, users)
+    for persona, user in users.items():
+        api_token, world.tokens[persona] = ApiToken.issue(user, "matrix")
+        world.token_ids[persona] = api_token.pk
+
+    team_b = Group.objects.create(name="team-b")
+    world.rule = AccessRule.objects.create(group=team_b, pattern="team-b/*", role=Role.MAINTAINER)
+    world.policy = RetentionPolicy.objects.create(name="matrix-policy", repository_pattern="nothing-here/*", enabled=False)
+    for name, digest in ((VISIBLE, images.pinned), (HIDDEN, images.hidden)):
+        repository = registry.repositories.get(name=name)
+        Pin.objects.create(repository=repository, digest=digest, reason="matrix", created_by=users["admin"])
+        world.tasks[name] = str(enqueue_sync(name).id)
+    AuditEntry.objects.create(username="carol", action="delete_tag", outcome="ok", repository=HIDDEN, tag=HIDDEN_TAG)
+    return world
+
+
+# What each route is, and what each persona should get -------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One method of a route: the role it needs, the status when allowed, and its input."""
+
+    minimum: int | str | None = None  # a role on the repository, ADMIN_ANYWHERE, or None (signed in)
+    ok: int = 200
+    data: Callable[[World, str, str], dict | str] = lambda world, repository, persona: {}
+
+
+@dataclass(frozen=True)
+class Route:
+    calls: dict[str, Call]
+    # "page": signed-in web view; "repository": the same on one repository; "api" and
+    # "api-repository": bearer-token JSON; "machine": the same answer whoever asks.
+    kind: str = "page"
+    kwargs: Callable[[World, str, str], dict] = lambda world, repository, persona: {}
+    fragment: bool = False  # answers 403, never a login redirect
+
+
+def _tag(repository: str) -> str:
+    return "v1" if repository == VISIBLE else HIDDEN_TAG
+
+
+def _digest(world: World, repository: str) -> str:
+    return world.images.pinned if repository == VISIBLE else world.images.hidden
+
+
+def name_and_tag(world: World, repository: str, persona: str) -> dict:
+    return {"name": repository, "tag": _tag(repository)}
+
+
+def name_and_digest(world: World, repository: str, persona: str) -> dict:
+    return {"name": repository, "digest": _digest(world, repository)}
+
+
+def just_name(world: World, repository: str, persona: str) -> dict:
+    return {"name": repository}
+
+
+def same_digest_restore(world: World, repository: str, persona: str) -> dict:
+    # Point the tag where it already points: allowed, and nothing changes in the registry.
+    digest = _digest(world, repository)
+    return {"tag": _tag(repository), "digest": digest, "expected": digest}
+
+
+def tag_selection(world: World, repository: str, persona: str) -> dict:
+    tag = _tag(repository)
+    return {"tags": [tag], f"digest:{tag}": _digest(world, repository)}
+
+
+ROUTES: dict[str, Route] = {
+    # Browse
+    "dashboard:catalog": Route({"GET": Call()}),
+    "dashboard:catalog-refresh": Route({"POST": Call(ok=302)}),
+    "dashboard:repository": Route({"GET": Call(Role.VIEWER)}, "repository", just_name),
+    "dashboard:repository-refresh": Route({"POST": Call(Role.VIEWER, ok=302)}, "repository", just_name),
+    "dashboard:tag": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
+    "dashboard:manifest": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_digest),
+    "dashboard:task-status": Route(
+        {"GET": Call(Role.VIEWER)}, "repository", lambda world, repository, persona: {"task_id": uuid.UUID(world.tasks[repository])}
+    ),
+    # Pins, history, restore
+    "dashboard:pins": Route({"GET": Call()}),
+    "dashboard:tag-history": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
+    "dashboard:compare": Route(
+        {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"from": _tag(repository), "to": _digest(world, repository)})},
+        "repository",
+        just_name,
+    ),
+    "dashboard:rollback": Route(
+        {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"tag": _tag(repository)})}, "repository", just_name
+    ),
+    "dashboard:pin": Route(
+        {
+            "POST": Call(
+                Role.OPERATOR,
+                ok=302,
+                data=lambda world, repository, persona: {
+                    "digest": world.images.unpinned if repository == VISIBLE else world.images.hidden,
+                    "reason": "matrix",
+                },
+            )
+        },
+        "repository",
+        just_name,
+    ),
+    "dashboard:unpin": Route(
+        {"POST": Call(Role.OPERATOR, ok=302, data=lambda world, repository, persona: {"digest": _digest(world, repository)})},
+        "repository",
+        just_name,
+    ),
+    "dashboard:restore": Route(
+        {"GET": Call(Role.OPERATOR, data=same_digest_restore), "POST": Call(Role.OPERATOR, ok=302, data=same_digest_restore)},
+        "repository",
+        just_name,
+    ),
+    # Deleting: the pin refuses (409) after the permission check, before any registry call.
+    "dashboard:delete-tag": Route(
+        {
+            "GET": Call(Role.MAINTAINER),
+            "POST": Call(Role.MAINTAINER, ok=409, data=lambda world, repository, persona: {"digest": _digest(world, repository)}),
+        },
+        "repository",
+        name_and_tag,
+    ),
+    "dashboard:delete-version": Route(
+        {
+            "GET": Call(Role.MAINTAINER),
+            "POST": Call(
+                Role.MAINTAINER,
+                ok=409,
+                data=lambda world, repository, persona: {"confirm": repository, "tags": [_tag(repository)]},
+            ),
+        },
+        "repository",
+        name_and_digest,
+    ),
+    "dashboard:bulk-delete-preview": Route({"POST": Call(Role.MAINTAINER, data=tag_selection)}, "repository", just_name),
+    "dashboard:bulk-delete": Route({"POST": Call(Role.MAINTAINER, data=tag_selection)}, "repository", just_name),
+    # Retention and storage
+    "dashboard:retention": Route({"GET": Call()}),
+    "dashboard:retention-new": Route({"GET": Call(ADMIN_ANYWHERE)}),
+    "dashboard:retention-edit": Route({"GET": Call(ADMIN_ANYWHERE)}, kwargs=lambda world, repository, persona: {"pk": world.policy.pk}),
+    "dashboard:retention-preview": Route({"GET": Call()}),
+    # A stale preview: the plan's fingerprint differs, so nothing runs.
+    "dashboard:retention-apply": Route({"POST": Call(ok=409, data=lambda world, repository, persona: {"fingerprint": "stale"})}),
+    "dashboard:storage": Route({"GET": Call()}),
+    "dashboard:storage-gc-done": Route({"POST": Call(ADMIN_ANYWHERE, ok=302)}),
+    # Audit and access
+    "dashboard:audit": Route({"GET": Call()}),
+    "dashboard:audit-export": Route({"GET": Call()}, fragment=True),
+    "dashboard:access": Route({"GET": Call()}),
+    "dashboard:access-rule-add": Route(
+        {
+            "POST": Call(
+                ADMIN_ANYWHERE,
+                ok=302,
+                data=lambda world, repository, persona: {"group": world.rule.group_id, "pattern": "team-c/*", "role": Role.VIEWER},
+            )
+        }
+    ),
+    "dashboard:access-rule-delete": Route(
+        {"POST": Call(ADMIN_ANYWHERE, ok=302)}, kwargs=lambda world, repository, persona: {"pk": world.rule.pk}
+    ),
+    # Personal API tokens: each persona revokes their own.
+    "dashboard:api-tokens": Route({"GET": Call(), "POST": Call(data=lambda world, repository, persona: {"name": "ci"})}),
+    "dashboard:api-token-revoke": Route(
+        {"POST": Call(ok=302)}, kwargs=lambda world, repository, persona: {"pk": world.token_ids.get(persona, 0)}
+    ),
+    # JSON API
+    "dashboard:api-repositories": Route({"GET": Call()}, "api"),
+    "dashboard:api-tags": Route({"GET": Call(Role.VIEWER)}, "api-repository", just_name),
+    "dashboard:api-tag": Route(
+        {
+            "DELETE": Call(
+                Role.MAINTAINER, ok=409, data=lambda world, repository, persona: {"expected_digest": _digest(world, repository)}
+            )
+        },
+        "api-repository",
+        name_and_tag,
+    ),
+    "dashboard:api-restore": Route(
+        {
+            "POST": Call(
+                Role.OPERATOR,
+                data=lambda world, repository, persona: json.dumps(
+                    {"digest": _digest(world, repository), "expected_digest": _digest(world, repository)}
+                ),
+            )
+        },
+        "api-repository",
+        name_and_tag,
+    ),
+    "dashboard:api-pins": Route(
+        {
+            "GET": Call(Role.VIEWER),
+            "POST": Call(
+                Role.OPERATOR,
+                ok=201,
+                data=lambda world, repository, persona: json.dumps(
+                    {"digest": world.images.unpinned if repository == VISIBLE else world.images.hidden, "reason": "matrix"}
+                ),
+            ),
+        },
+        "api-repository",
+        just_name,
+    ),
+    "dashboard:api-pin": Route({"DELETE": Call(Role.OPERATOR)}, "api-repository", name_and_digest),
+    # Machine endpoints: the same answer for everyone, and no repository in it.
+    "dashboard:registry-events": Route({"POST": Call(ok=401)}, "machine"),
+    "healthz": Route({"GET": Call()}, "machine"),
+    "readyz": Route({"GET": Call()}, "machine"),
+    "metrics": Route({"GET": Call()}, "machine"),
+}
+
+
+def routes_in_resolver() -> set[str]:
+    """Every named route, except Django's own admin and account views."""
+    names: set[str] = set()
+
+    def walk(patterns, namespace: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                if pattern.namespace == "admin" or getattr(pattern.urlconf_module, "__name__", "") == "django.contrib.auth.urls":
+                    continue
+                walk(pattern.url_patterns, f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace)
+            elif isinstance(pattern, URLPattern):
+                assert pattern.name, f"unnamed route {pattern.pattern}: name it and classify it here"
+                names.add(namespace + pattern.name)
+
+    walk(get_resolver().url_patterns, "")
+    return names
+
+
+def test_every_route_is_classified():
+    in_resolver = routes_in_resolver()
+    assert in_resolver - ROUTES.keys() == set(), "classify these new routes in ROUTES"
+    assert ROUTES.keys() - in_resolver == set(), "these routes are gone: remove them from ROUTES"
+
+
+# Running the matrix -----------------------------------------------------------------------
+
+
+def expected_status(route: Route, call: Call, persona: str, repository: str | None, htmx: bool) -> int:
+    if route.kind == "machine":
+        return call.ok
+    if persona == "anonymous":
+        if route.kind.startswith("api"):
+            return 401
+        return 403 if htmx or route.fragment else 302
+    if persona == "admin":
+        return call.ok
+    if repository is not None:
+        role = ROLES.get(persona) if repository == VISIBLE else None
+        if role is None:
+            return 404
+        return call.ok if role >= call.minimum else 403
+    return 403 if call.minimum == ADMIN_ANYWHERE else call.ok
+
+
+def client_for_persona(world: World, persona: str) -> Client:
+    client = Client()
+    if persona != "anonymous":
+        client.force_login(world.users[persona])
+    return client
+
+
+def body_of(response) -> str:
+    """The body, and where a redirect leads unless it is to the login page (whose `next`
+    only repeats the address the visitor asked for)."""
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    location = response.get("Location", "")
+    return content.decode(errors="replace") + ("" if location.startswith("/accounts/login/") else location)
+
+
+def request(world: World, route_name: str, route: Route, method: str, persona: str, repository: str | None, htmx: bool):
+    call = route.calls[method]
+    url = reverse(route_name, kwargs=route.kwargs(world, repository or VISIBLE, persona))
+    data = call.data(world, repository or VISIBLE, persona)
+    headers: dict[str, str] = {}
+    if htmx:
+        headers |= {"HX-Request": "true"}
+    if route.kind.startswith("api") and persona != "anonymous":
+        headers["Authorization"] = f"Bearer {world.tokens[persona]}"
+    if route.kind == "machine" and method == "POST":
+        headers["Content-Type"] = "application/vnd.docker.distribution.events.v1+json"
+    client = client_for_persona(world, persona)
+    if method == "GET":
+        return client.get(url, data, headers=headers)
+    if isinstance(data, str):
+        return client.generic(method, url, data, content_type="application/json", headers=headers)
+    if method == "DELETE":
+        return client.delete(f"{url}?{'&'.join(f'{k}={v}' for k, v in data.items())}", headers=headers)
+    return client.post(url, data, headers=headers)
+
+
+def cases(route: Route) -> Iterator[tuple[str, str | None, bool]]:
+    """(method, repository, htmx) for each request a route gets from each persona."""
+    targets = (VISIBLE, HIDDEN) if route.kind in ("repository", "api-repository") else (None,)
+    for method in route.calls:
+        for repository in targets:
+            yield method, repository, False
+            # htmx asks for fragments: anonymous visitors must get a 403, not a login page.
+            if route.kind in ("page", "repository"):
+                yield method, repository, True
+
+
+@pytest.mark.parametrize("route_name", sorted(ROUTES))
+def test_route_for_every_persona(world: World, route_name: str):
+    route = ROUTES[route_name]
+    problems = []
+    for persona in PERSONAS:
+        for method, repository, htmx in cases(route):
+            # Every request starts from the same world: what it changed is rolled back.
+            with transaction.atomic():
+                response = request(world, route_name, route, method, persona, repository, htmx)
+                transaction.set_rollback(True)
+            want = expected_status(route, route.calls[method], persona, repository, htmx)
+            where = f"{persona:>10} {method:6} {repository or '-':22} {'htmx' if htmx else '    '}"
+            body = body_of(response)
+            if response.status_code != want:
+                problems.append(f"{where} -> {response.status_code}, expected {want}: {body[:200]!r}")
+            if persona == "anonymous" and want == 302 and "/accounts/login/" not in response.get("Location", ""):
+                problems.append(f"{where} -> redirects to {response.get('Location')!r}, not to the login page")
+            if persona != "admin":
+                problems += [f"{where} -> shows {secret!r}" for secret in world.secrets() if secret in body]
+            if response.status_code == 200 and response.get("Content-Type", "").startswith("text/html"):
+                problems += [f"{where} -> CSP: {violation}" for violation in csp_violations(body)]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_admin_persona_does_see_the_hidden_repository(world: World):
+    """Proof that the matrix's secrets are real: the same pages do show them to an admin."""
+    client = client_for_persona(world, "admin")
+    bodies = [
+        body_of(client.get("/")),
+        body_of(client.get("/audit/")),
+        body_of(client.get("/api/v1/repositories/", headers={"Authorization": f"Bearer {world.tokens['admin']}"})),
+        body_of(client.get(f"/repositories/{HIDDEN}/")),
+    ]
+    for secret in world.secrets():
+        assert any(secret in body for body in bodies), secret
+
+
+# CSRF --------------------------------------------------------------------------------------
+
+
+def _state() -> tuple:
+    return (
+        Pin.objects.count(),
+        AccessRule.objects.count(),
+        ApiToken.objects.count(),
+        AuditEntry.objects.count(),
+        sorted(Pin.objects.values_list("digest", flat=True)),
+    )
+
+
+def forms_that_change_things() -> list[tuple[str, str]]:
+    return sorted(
+        (name, method)
+        for name, route in ROUTES.items()
+        for method in route.calls
+        if method != "GET" and route.kind in ("page", "repository")
+    )
+
+
+@pytest.mark.parametrize(("route_name", "method"), forms_that_change_things())
+def test_a_forged_post_changes_nothing(world: World, route_name: str, method: str):
+    """Without the CSRF token, even an admin's POST is refused before the view runs."""
+    route = ROUTES[route_name]
+    call = route.calls[method]
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.users["admin"])
+    before = _state()
+    url = reverse(route_name, kwargs=route.kwargs(world, VISIBLE, "admin"))
+    response = client.post(url, call.data(world, VISIBLE, "admin"))
+    assert response.status_code == 403
+    assert "CSRF" in response.content.decode()
+    assert _state() == before
+

@@ -1,0 +1,292 @@
+"""Retention policies: what a plan deletes and keeps, the same set when applied, the digest
+guard, pins, the command, and the pages, against a real registry."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard import retention, rollback
+from dashboard.access import visible_repositories
+from dashboard.models import AuditEntry, DeletedVersion, Repository, RetentionPolicy, Tag
+from tests.personas import make_user
+from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
+from tests.support.images import ImagePusher, PushedImage
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def days_ago(days: int, now: datetime = NOW) -> datetime:
+    return now - timedelta(days=days)
+
+
+def release(pusher: ImagePusher, repo: str, tags: list[str], age: int, now: datetime = NOW, **kwargs) -> PushedImage:
+    return pusher.push_image(repo, tags, created=days_ago(age, now), unique=kwargs.pop("unique", f"{repo}-{tags[0]}"), **kwargs)
+
+
+def policy(name: str = "cleanup", **fields) -> RetentionPolicy:
+    return RetentionPolicy.objects.create(name=name, **fields)
+
+
+def planned(result: retention.Plan) -> dict[str, str]:
+    """tag -> why, for the tags the plan deletes (tests use one repository each)."""
+    return {decision.tag: decision.reason for repository in result.repositories for decision in repository.delete}
+
+
+def kept(result: retention.Plan) -> dict[str, str]:
+    return {decision.tag: decision.reason for repository in result.repositories for decision in repository.keep}
+
+
+def plan_for(dashboard: Dashboard, repo: str, chosen: RetentionPolicy | None = None, now: datetime = NOW) -> retention.Plan:
+    return retention.plan(dashboard.registry, Repository.objects.filter(name=repo), chosen, now=now)
+
+
+# Planning -----------------------------------------------------------------------------------
+
+
+def test_a_policy_keeps_the_newest_and_deletes_what_is_old_enough(dashboard, pusher, repo_name):
+    for version, age in [("v1", 150), ("v2", 120), ("v3", 80), ("v4", 5)]:
+        release(pusher, repo_name, [version], age)
+    dashboard.sync(repo_name)
+    policy(keep_newest=2, older_than_days=30)
+
+    result = plan_for(dashboard, repo_name)
+
+    assert planned(result) == {
+        "v1": "cleanup: older than 30 days and beyond the newest 2",
+        "v2": "cleanup: older than 30 days and beyond the newest 2",
+    }
+    assert kept(result) == {"v3": "cleanup: among the newest 2", "v4": "cleanup: among the newest 2"}
+
+
+def test_patterns_pins_pulls_and_unknown_dates_keep_tags(dashboard, people, pusher, repo_name):
+    for name, age in [("build-1", 90), ("build-keep-1", 90), ("release", 90), ("build-2", 90), ("build-3", 90), ("build-5", 2)]:
+        release(pusher, repo_name, [name], age)
+    reproducible = pusher.push_image(repo_name, ["build-4"], created=datetime(1970, 1, 1, tzinfo=UTC), unique="ko")
+    repository = dashboard.sync(repo_name)
+    pinned = Tag.objects.get(repository=repository, name="build-2").manifest.digest
+    rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=pinned, reason="shipped to acme")
+    Tag.objects.filter(repository=repository, name="build-3").update(last_pulled_at=days_ago(1))
+    policy(tag_include=r"build-.*", tag_exclude=r"build-keep-.*", older_than_days=7, keep_pulled_within_days=14)
+
+    result = plan_for(dashboard, repo_name)
+
+    assert planned(result) == {"build-1": "cleanup: older than 7 days"}
+    assert kept(result) == {
+        "build-2": "pinned by olivia: shipped to acme",
+        "build-3": "cleanup: pulled within 14 days",
+        "build-4": "cleanup: created date unknown",
+        "build-5": "cleanup: younger than 7 days",
+        "build-keep-1": "no policy covers this tag",
+        "release": "no policy covers this tag",
+    }
+    assert reproducible.created.year == 1970
+
+
+def test_the_most_protective_policy_wins(dashboard, pusher, repo_name):
+    for version, age in [("v1", 200), ("v2", 100)]:
+        release(pusher, repo_name, [version], age)
+    dashboard.sync(repo_name)
+    age_limit = policy("old", older_than_days=30)
+    keep_ten = policy("keep-ten", keep_newest=10)
+
+    assert planned(plan_for(dashboard, repo_name)) == {}
+    # Running one policy by name still respects the others that are enabled.
+    only_old = plan_for(dashboard, repo_name, age_limit)
+    assert planned(only_old) == {} and kept(only_old)["v1"] == "keep-ten: among the newest 10"
+
+    keep_ten.enabled = False
+    keep_ten.save()
+    assert set(planned(plan_for(dashboard, repo_name))) == {"v1", "v2"}
+
+
+def test_policies_only_cover_the_repositories_their_pattern_matches(dashboard, pusher, make_repo_name):
+    team, other = make_repo_name("team-a/"), make_repo_name("team-b/")
+    for repo in (team, other):
+        release(pusher, repo, ["old"], 100)
+        dashboard.sync(repo)
+    policy(repository_pattern="team-a/*", older_than_days=30)
+
+    result = retention.plan(dashboard.registry, Repository.objects.all(), now=NOW)
+
+    assert [r.repository.name for r in result.repositories] == [team]
+
+
+def test_a_version_losing_every_tag_goes_whole_and_one_keeping_a_tag_only_loses_the_others(
+    dashboard, people, pusher, repo_name
+):
+    shared = release(pusher, repo_name, ["1.0", "stable"], 100)
+    alone = release(pusher, repo_name, ["0.9", "0.9.1"], 120)
+    release(pusher, repo_name, ["2.0"], 1)
+    dashboard.sync(repo_name)
+    policy(tag_exclude="stable", older_than_days=30)
+
+    result = plan_for(dashboard, repo_name)
+    [repository_plan] = result.repositories
+    assert set(planned(result)) == {"1.0", "0.9", "0.9.1"}
+    assert repository_plan.versions == {alone.digest: ["0.9", "0.9.1"]}
+    assert [d.tag for d in repository_plan.tag_deletes] == ["1.0"]
+    # Only the whole version frees space: its layers are its own.
+    assert result.reclaimable_bytes == alone.size
+
+    outcomes = retention.apply(None, people.maintainer, result)
+
+    assert {o.tag: o.outcome for o in outcomes[repo_name]} == {"1.0": "ok", "0.9": "ok", "0.9.1": "ok"}
+    assert pusher.tags(repo_name) == ["2.0", "stable"]
+    assert pusher.head_digest(repo_name, "stable") == shared.digest
+    assert pusher.head_digest(repo_name, alone.digest) is None
+    assert DeletedVersion.objects.get(repository=repo_name).freed_bytes == alone.size
+
+
+def test_a_dry_run_and_an_apply_on_the_same_state_delete_the_same_tags(dashboard, people, pusher, repo_name):
+    ages = {"a": 300, "b": 200, "c": 150, "d": 90, "e": 60, "f": 20, "g": 1}
+    for name, age in ages.items():
+        release(pusher, repo_name, [name], age)
+    pusher.tag(repo_name, pusher.push_image(repo_name, None, created=days_ago(40), unique="x"), "h")
+    dashboard.sync(repo_name)
+    policy(keep_newest=3, older_than_days=45)
+
+    dry_run = set(planned(plan_for(dashboard, repo_name)))
+    before = set(pusher.tags(repo_name))
+    outcomes = retention.apply(None, people.maintainer, plan_for(dashboard, repo_name))
+
+    applied = {o.tag for o in outcomes[repo_name] if o.ok}
+    assert dry_run == applied == {"a", "b", "c", "d", "e"}
+    assert set(pusher.tags(repo_name)) == before - dry_run
+    assert planned(plan_for(dashboard, repo_name)) == {}
+
+
+def test_layers_still_used_by_a_remaining_version_are_not_counted_as_reclaimable(dashboard, pusher, repo_name):
+    # Same `unique`: the same layers, different configs (created differs).
+    old = release(pusher, repo_name, ["old"], 100, unique="base")
+    new = release(pusher, repo_name, ["new"], 1, unique="base")
+    dashboard.sync(repo_name)
+    policy(older_than_days=30)
+
+    result = plan_for(dashboard, repo_name)
+
+    assert set(old.layer_digests) == set(new.layer_digests)
+    assert result.reclaimable_bytes == len(old.raw) + json.loads(old.raw)["config"]["size"]
+
+
+def test_a_multi_arch_version_goes_with_its_platform_images(dashboard, people, pusher, repo_name):
+    index = pusher.push_index(repo_name, ["1.0"], fmt="oci", created=days_ago(100), unique="multi")
+    release(pusher, repo_name, ["2.0"], 1)
+    dashboard.sync(repo_name)
+    policy(older_than_days=30)
+
+    result = plan_for(dashboard, repo_name)
+    assert result.repositories[0].children == {index.digest: [child.digest for child in index.children]}
+    assert result.reclaimable_bytes == index.size
+
+    retention.apply(None, people.maintainer, result)
+    assert [pusher.head_digest(repo_name, d) for d in (index.digest, *(c.digest for c in index.children))] == [None] * 3
+
+
+# Applying -----------------------------------------------------------------------------------
+
+
+def test_apply_refuses_tags_that_moved_or_were_pinned_since_the_plan(dashboard, people, pusher, repo_name):
+    release(pusher, repo_name, ["a"], 100)
+    b = release(pusher, repo_name, ["b"], 100)
+    release(pusher, repo_name, ["c"], 100)
+    repository = dashboard.sync(repo_name)
+    policy(older_than_days=30)
+    result = plan_for(dashboard, repo_name)
+    assert set(planned(result)) == {"a", "b", "c"}
+    moved = release(pusher, repo_name, ["a"], 1, unique="a-again")  # CI pushed after the plan
+    rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=b.digest, reason="audit hold")
+
+    outcomes = {o.tag: o for o in retention.apply(None, people.maintainer, result)[repo_name]}
+
+    assert {tag: o.outcome for tag, o in outcomes.items()} == {"a": "refused", "b": "refused", "c": "ok"}
+    assert "audit hold" in outcomes["b"].message and moved.digest in outcomes["a"].message
+    assert pusher.tags(repo_name) == ["a", "b"]
+    assert pusher.head_digest(repo_name, "a") == moved.digest
+    entries = AuditEntry.objects.filter(repository=repo_name, action="retention_delete_version").order_by("id")
+    assert [e.outcome for e in entries] == ["refused", "refused", "ok"]
+    assert "retention policy cleanup" in entries[2].reason
+
+
+def test_the_command_previews_then_applies_as_system(dashboard, pusher, repo_name):
+    now = timezone.now()
+    release(pusher, repo_name, ["old"], 100, now=now)
+    release(pusher, repo_name, ["new"], 1, now=now)
+    dashboard.sync(repo_name)
+    policy("nightly", older_than_days=30)
+
+    out = StringIO()
+    call_command("apply_retention", "--dry-run", "--policy", "nightly", stdout=out)
+    assert "delete old" in out.getvalue() and "keep   new  nightly: younger than 30 days" in out.getvalue()
+    assert pusher.tags(repo_name) == ["new", "old"]
+
+    out = StringIO()
+    call_command("apply_retention", stdout=out)
+    assert "Deleted 1 tags, refused 0, failed 0." in out.getvalue()
+    assert pusher.tags(repo_name) == ["new"]
+    entry = AuditEntry.objects.get(repository=repo_name, action="retention_delete_version")
+    assert (entry.username, entry.user, entry.outcome) == ("system", None, "ok")
+
+    with pytest.raises(CommandError):
+        call_command("apply_retention", "--policy", "no-such-policy")
+
+
+# Pages --------------------------------------------------------------------------------------
+
+
+def test_a_maintainer_previews_and_applies_from_the_dashboard(dashboard, people, pusher, repo_name, client):
+    now = timezone.now()
+    release(pusher, repo_name, ["old"], 100, now=now)
+    release(pusher, repo_name, ["new"], 1, now=now)
+    dashboard.sync(repo_name)
+    policy("nightly", older_than_days=30)
+    client.force_login(people.maintainer)
+
+    preview = client.get(reverse("dashboard:retention-preview"), {"policy": "nightly"})
+    assert preview.status_code == 200
+    html = preview.content.decode()
+    assert "old" in html and "nightly: older than 30 days" in html and "nightly: younger than 30 days" in html
+    fingerprint = preview.context["fingerprint"]
+    assert pusher.tags(repo_name) == ["new", "old"]
+
+    stale = client.post(reverse("dashboard:retention-apply"), {"policy": "nightly", "fingerprint": "0" * 64})
+    assert stale.status_code == 409 and pusher.tags(repo_name) == ["new", "old"]
+
+    applied = client.post(reverse("dashboard:retention-apply"), {"policy": "nightly", "fingerprint": fingerprint})
+    assert applied.status_code == 200 and applied.context["counts"]["ok"] == 1
+    assert pusher.tags(repo_name) == ["new"]
+
+
+def test_viewers_plan_nothing_and_only_admins_manage_policies(dashboard, people, pusher, repo_name, client):
+    release(pusher, repo_name, ["old"], 100, now=timezone.now())
+    dashboard.sync(repo_name)
+    policy("nightly", older_than_days=30)
+    assert retention.deletable_repositories(people.viewer, dashboard.registry).count() == 0
+    assert visible_repositories(people.viewer, dashboard.registry).count() == 1
+
+    client.force_login(people.viewer)
+    assert client.get(reverse("dashboard:retention-preview")).context["plan"].delete_count == 0
+    client.force_login(people.maintainer)
+    assert client.get(reverse("dashboard:retention-new")).status_code == 403
+
+    client.force_login(make_user("root", superuser=True))
+    bad = client.post(reverse("dashboard:retention-new"), {"name": "broken", "repository_pattern": "*", "tag_include": "(", "older_than_days": 3})
+    assert bad.status_code == 400 and "Not a valid regular expression" in bad.content.decode()
+    no_limit = client.post(reverse("dashboard:retention-new"), {"name": "all", "repository_pattern": "*"})
+    assert no_limit.status_code == 400 and not RetentionPolicy.objects.filter(name="all").exists()
+    saved = client.post(
+        reverse("dashboard:retention-new"),
+        {"name": "weekly", "repository_pattern": "team-a/*", "keep_newest": 5, "enabled": "on"},
+    )
+    assert saved.status_code == 302
+    assert "added policy weekly" in AuditEntry.objects.get(action="retention_policy_saved").reason
+    assert pusher.tags(repo_name) == ["old"]  # saving a policy deletes nothing
