@@ -17,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max
 from django.http import HttpRequest
 
-from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
 from dashboard.actions import ActionRefused, check_digest, current_digest, guarded_action
-from dashboard.models import Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
+from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
+from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.client import FetchedManifest
@@ -44,6 +44,11 @@ class TargetGone(ActionRefused):
             "Nothing was changed.",
             status=410,
         )
+
+
+def _audited(value: str, column: str) -> str:
+    """`value` cut to the audit column's length, so refusing junk input still gets recorded."""
+    return value[: AuditEntry._meta.get_field(column).max_length]
 
 
 def validate_tag_name(tag: str) -> None:
@@ -82,7 +87,9 @@ def pin_version(
     tag: str = "",
 ) -> Pin:
     """Pin `digest`, or the digest `tag` points at right now when no digest is given."""
-    with guarded_action(request, user, repository, "pin", Role.OPERATOR, tag=tag, digest_before=digest) as action:
+    with guarded_action(
+        request, user, repository, "pin", Role.OPERATOR, tag=_audited(tag, "tag"), digest_before=_audited(digest, "digest_before")
+    ) as action:
         reason = reason.strip()
         if not reason:
             raise ActionRefused("Give a reason for the pin: it tells others why this version must stay.")
@@ -117,7 +124,9 @@ def pin_version(
 
 
 def unpin_version(request: HttpRequest | None, user, repository: Repository, digest: str) -> None:
-    with guarded_action(request, user, repository, "unpin", Role.OPERATOR, digest_before=digest) as action:
+    with guarded_action(
+        request, user, repository, "unpin", Role.OPERATOR, digest_before=_audited(digest, "digest_before")
+    ) as action:
         pin = Pin.objects.filter(repository=repository, digest=digest).first()
         if pin is None:
             raise ActionRefused(f"{digest[:200]} is not pinned.", status=404)
@@ -295,10 +304,18 @@ def restore_tag(
 ) -> RestoreResult:
     """Point `tag` at `digest`; `expected` is the tag's digest the user saw (None: a new tag)."""
     with guarded_action(
-        request, user, repository, "restore", Role.OPERATOR, tag=tag, digest_before=expected or ""
+        request,
+        user,
+        repository,
+        "restore",
+        Role.OPERATOR,
+        tag=_audited(tag, "tag"),
+        digest_before=_audited(expected or "", "digest_before"),
     ) as action:
         validate_tag_name(tag)
         validate_digest(digest)
+        if expected:
+            validate_digest(expected)
         action.digest_after = digest
         client = client_for(registry)
         if expected:

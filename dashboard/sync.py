@@ -875,5 +875,7 @@ def _remove_vanished(registry: Registry, names: list[str]) -> int:
     vanished = [pk for pk, name in Repository.objects.filter(registry=registry).values_list("pk", "name") if name not in listed]
     if vanished:
         logger.warning("Removing %d repositories no longer in the catalog of %s", len(vanished), registry.url)
+        # Tags first: their PROTECT key to Manifest stops a cascade that reaches both at once.
+        Tag.objects.filter(repository_id__in=vanished).delete()
         Repository.objects.filter(pk__in=vanished).delete()
     return len(vanished)

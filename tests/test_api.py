@@ -179,6 +179,8 @@ def test_bad_input_is_a_400_with_a_json_error(deployed, people, api):
     assert ci.post(named["restore"], ["a list"]).status_code == 400
     assert ci.post(named["restore"], {"digest": v1.digest}).status_code == 400  # no guard given
     assert ci.post(named["restore"], {"digest": 42, "expected_digest": None}).status_code == 400
+    assert ci.post(named["restore"], {"digest": v1.digest, "expected_digest": "x" * 300}).status_code == 400
+    assert ci.post(named["pins"], {"digest": "y" * 300, "reason": "junk"}).status_code == 400
     assert ci.post(named["pins"], {"digest": v1.digest}).status_code == 400  # no reason
     assert ci.get(named["restore"]).status_code == 405
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from django.urls import resolve
 
-from dashboard.models import Tag
+from dashboard.models import NotificationEvent, Tag
 from tests.support.deployment import REPO_ROOT, manage
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port
@@ -155,7 +155,9 @@ def test_the_shipped_registry_config_serves_pushes_and_notifies_a_live_dashboard
         image = ImagePusher(registry.url).push_image(repo_name, tags=("1.0",))
         deadline = time.monotonic() + 20
         while not Tag.objects.filter(repository__name=repo_name, name="1.0").exists():
-            assert time.monotonic() < deadline, "no notification reached the dashboard"
+            assert time.monotonic() < deadline, (
+                f"no tag after the push; events handled: {list(NotificationEvent.objects.values('action', 'repository'))}"
+            )
             time.sleep(0.1)
     finally:
         registry.stop()

@@ -7,10 +7,16 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
 
+from dashboard.models import AuditEntry, Manifest, Registry, Repository, Tag, TagHistory
+from dashboard.registries import client_for, configured_registry
 from dashboard.registry import (
     DigestMismatch,
     InvalidResponse,
@@ -18,9 +24,11 @@ from dashboard.registry import (
     RegistryClient,
     Unavailable,
 )
+from dashboard.sync import sync_registry
+from tests.personas import make_user
 from tests.support.fault_proxy import Fault, FaultProxy, ForeignServer
 from tests.support.images import ImagePusher, PushedImage
-from tests.support.registry_server import RegistryServer
+from tests.support.registry_server import RegistryServer, start_registry
 
 # Short, so faults that make the client wait (latency) keep the tests fast.
 CONNECT_TIMEOUT = 1.0
@@ -29,9 +37,23 @@ MANIFEST = r"/manifests/"
 TAGS = r"/tags/list$"
 
 
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A registry of this module's own, so full syncs only walk this module's repositories."""
+    server = start_registry(tmp_path_factory.mktemp("fault-registry"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream_pusher(upstream: RegistryServer) -> ImagePusher:
+    """Pushes straight to the registry, never through the proxy."""
+    return ImagePusher(upstream.url)
+
+
 @pytest.fixture
-def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(registry.url)
+def proxy(upstream: RegistryServer) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream.url)
     yield proxy
     proxy.stop()
 
@@ -44,10 +66,10 @@ def foreign() -> Iterator[ForeignServer]:
 
 
 @pytest.fixture
-def image(pusher: ImagePusher, repo_name: str) -> PushedImage:
+def image(upstream_pusher: ImagePusher, repo_name: str) -> PushedImage:
     # A second repository, so the catalog always has a next page at page size 1.
-    pusher.push_image(f"{repo_name}/sibling", layers=1)
-    return pusher.push_image(repo_name, ["1.0", "latest"], labels={"team": "faults"})
+    upstream_pusher.push_image(f"{repo_name}/sibling", layers=1)
+    return upstream_pusher.push_image(repo_name, ["1.0", "latest"], labels={"team": "faults"})
 
 
 def client_via(proxy: FaultProxy, **kwargs: object) -> RegistryClient:
@@ -58,7 +80,7 @@ def client_via(proxy: FaultProxy, **kwargs: object) -> RegistryClient:
 # The proxy itself --------------------------------------------------------------------------
 
 
-def test_normal_mode_is_transparent(proxy: FaultProxy, image: PushedImage, pusher: ImagePusher) -> None:
+def test_normal_mode_is_transparent(proxy: FaultProxy, image: PushedImage, upstream_pusher: ImagePusher) -> None:
     client = client_via(proxy)
     repository = image.repository
 
@@ -75,8 +97,8 @@ def test_normal_mode_is_transparent(proxy: FaultProxy, image: PushedImage, pushe
     assert fetched.raw == image.raw and fetched.digest == image.digest
     assert config.labels == {"team": "faults"}
     assert all(len(page) == 1 for page in first_pages) and first_pages[0] != first_pages[1]
-    assert pusher.tags(repository) == ["latest"]
-    assert pusher.head_digest(repository, "latest") == image.digest
+    assert upstream_pusher.tags(repository) == ["latest"]
+    assert upstream_pusher.head_digest(repository, "latest") == image.digest
     assert not any(seen.faulted for seen in proxy.seen())
 
 
@@ -156,7 +178,7 @@ def test_a_plain_500_is_not_retried(proxy: FaultProxy, image: PushedImage) -> No
 
 @pytest.mark.parametrize("status", [429, 502, 503])
 def test_writes_are_never_retried(
-    proxy: FaultProxy, image: PushedImage, pusher: ImagePusher, status: int
+    proxy: FaultProxy, image: PushedImage, upstream_pusher: ImagePusher, status: int
 ) -> None:
     client = client_via(proxy)
     proxy.set_fault(Fault("status", status=status, methods={"PUT", "DELETE"}))
@@ -168,7 +190,7 @@ def test_writes_are_never_retried(
 
     assert proxy.count("DELETE") == 1
     assert proxy.count("PUT") == 1
-    assert pusher.tags(image.repository) == ["1.0", "latest"]
+    assert upstream_pusher.tags(image.repository) == ["1.0", "latest"]
 
 
 # Client: broken connections -----------------------------------------------------------------
@@ -186,7 +208,7 @@ def test_an_answer_slower_than_the_read_timeout_is_unavailable(proxy: FaultProxy
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_a_reset_connection_is_unavailable_and_only_reads_are_retried(
-    proxy: FaultProxy, image: PushedImage, pusher: ImagePusher, method: str
+    proxy: FaultProxy, image: PushedImage, upstream_pusher: ImagePusher, method: str
 ) -> None:
     client = client_via(proxy)
     proxy.set_fault(Fault("reset", methods={method}))
@@ -198,7 +220,7 @@ def test_a_reset_connection_is_unavailable_and_only_reads_are_retried(
             client.delete_manifest(image.repository, image.digest)
 
     assert proxy.count(method) == (2 if method == "GET" else 1)
-    assert pusher.head_digest(image.repository, "latest") == image.digest
+    assert upstream_pusher.head_digest(image.repository, "latest") == image.digest
 
 
 def test_a_truncated_body_is_unavailable(proxy: FaultProxy, image: PushedImage) -> None:
@@ -292,3 +314,226 @@ def test_a_token_realm_on_another_host_gets_no_request(
         list(client.catalog())
 
     assert foreign.count == 0
+
+
+# Dashboard: refresh and pages ---------------------------------------------------------------
+
+FaultFactory = Callable[[str], Fault]  # the foreign server's URL -> the fault
+
+# Faults a refresh runs into. A new tag is waiting in the registry, so a refresh that got
+# through would change the cache; each fault must stop it somewhere along the way.
+REFRESH_FAULTS: dict[str, FaultFactory] = {
+    "503 on everything": lambda foreign: Fault("status", status=503),
+    "429 with Retry-After": lambda foreign: Fault("status", status=429, retry_after="1"),
+    "500 on manifests": lambda foreign: Fault("status", status=500, path=MANIFEST),
+    "connection reset": lambda foreign: Fault("reset"),
+    "slower than the read timeout": lambda foreign: Fault("latency", delay=2.5),
+    "truncated manifest": lambda foreign: Fault("truncate", methods={"GET"}, path=MANIFEST),
+    "invalid JSON tag list": lambda foreign: Fault("invalid_json", methods={"GET"}, path=TAGS),
+    "manifest not matching its digest": lambda foreign: Fault("wrong_digest", methods={"GET"}, path=MANIFEST),
+    "10 MiB manifest": lambda foreign: Fault("huge", methods={"GET"}, path=MANIFEST),
+    "registry gone after the catalog": lambda foreign: Fault("down", path=TAGS),
+    "token realm on another host": lambda foreign: Fault("foreign_realm", foreign_url=foreign),
+}
+
+
+@pytest.fixture
+def site(db: None, settings, proxy: FaultProxy) -> Registry:
+    """The dashboard reading the registry through the proxy, with timeouts that keep faults quick."""
+    settings.REGISTRY_URL = proxy.url
+    settings.REGISTRY_CONNECT_TIMEOUT = 1
+    settings.REGISTRY_READ_TIMEOUT = 1
+    settings.REGISTRY_RETRIES = 1
+    return configured_registry()
+
+
+@pytest.fixture
+def admin(client: Client, db: None) -> User:
+    user = make_user("ops-admin", superuser=True)
+    client.force_login(user)
+    return user
+
+
+def cache_snapshot() -> dict[str, list]:
+    """Every cached row, without the bookkeeping every sync run touches (last seen, last synced,
+    last error)."""
+    return {
+        "repositories": list(
+            Repository.objects.order_by("pk").values_list("pk", "name", "tag_count", "total_size", "last_pushed_at")
+        ),
+        "manifests": list(
+            Manifest.objects.order_by("pk").values_list(
+                "pk", "repository_id", "digest", "kind", "size", "created", "config", "missing_since", "fetch_error"
+            )
+        ),
+        "tags": list(Tag.objects.order_by("pk").values_list("pk", "repository_id", "name", "manifest_id", "pointed_at")),
+        "history": list(
+            TagHistory.objects.order_by("pk").values_list("pk", "tag", "digest", "since", "until", "started_by", "ended_by")
+        ),
+    }
+
+
+def page_urls(repository: str, tag: str, digest: str) -> list[str]:
+    return [
+        reverse("dashboard:catalog"),
+        reverse("dashboard:repository", args=[repository]),
+        reverse("dashboard:tag", args=[repository, tag]),
+        reverse("dashboard:manifest", args=[repository, digest]),
+    ]
+
+
+@pytest.mark.parametrize("fault_name", REFRESH_FAULTS)
+def test_a_refresh_during_a_fault_changes_nothing_and_every_page_still_answers(
+    fault_name: str,
+    site: Registry,
+    proxy: FaultProxy,
+    foreign: ForeignServer,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
+    sync_registry(site, client_for(site))
+    # Unique bytes: a digest cached for another repository would be copied, not fetched.
+    upstream_pusher.push_image(repo_name, ["2.0"], unique=repo_name)
+    before = cache_snapshot()
+    proxy.set_fault(REFRESH_FAULTS[fault_name](foreign.url))
+
+    catalog_refresh = client.post(reverse("dashboard:catalog-refresh"), follow=True)
+    repository_refresh = client.post(reverse("dashboard:repository-refresh", args=[repo_name]), follow=True)
+    fragment_refresh = client.post(
+        reverse("dashboard:repository-refresh", args=[repo_name]), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="tag-results"
+    )
+
+    for response in (catalog_refresh, repository_refresh, fragment_refresh):
+        assert response.status_code == 200
+        assert "Showing the data cached before" in response.content.decode()
+    assert cache_snapshot() == before
+    assert Repository.objects.get(registry=site, name=repo_name).last_sync_error
+    for url in page_urls(repo_name, "1.0", image.digest):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert repo_name in page.content.decode()
+    repository_page = client.get(reverse("dashboard:repository", args=[repo_name])).content.decode()
+    assert "The last sync of this repository failed" in repository_page
+    assert foreign.count == 0
+
+
+def test_a_catalog_link_to_another_host_stops_the_refresh_there(
+    site: Registry,
+    proxy: FaultProxy,
+    foreign: ForeignServer,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    upstream_pusher.push_image(repo_name, ["1.0"])
+    sync_registry(site, client_for(site))
+    upstream_pusher.push_image(f"{repo_name}/new", ["1.0"])
+    before = cache_snapshot()
+    proxy.set_fault(Fault("foreign_link", foreign_url=foreign.url, path=r"/_catalog"))
+
+    response = client.post(reverse("dashboard:catalog-refresh"), follow=True)
+
+    assert response.status_code == 200
+    assert "another host" in response.content.decode()
+    assert cache_snapshot() == before
+    assert foreign.count == 0
+
+
+# Dashboard: actions -------------------------------------------------------------------------
+
+# Faults an action runs into; None takes the registry away altogether.
+ACTION_FAULTS: dict[str, Fault | None] = {
+    "503 on writes": Fault("status", status=503, methods={"PUT", "DELETE", "POST"}),
+    "connection reset": Fault("reset"),
+    "registry gone": None,
+}
+
+
+def apply_fault(proxy: FaultProxy, fault: Fault | None) -> None:
+    if fault is None:
+        proxy.refuse_connections()
+    else:
+        proxy.set_fault(fault)
+
+
+def failed_audits(repository: str, action: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(repository=repository, action=action, outcome=AuditEntry.Outcome.FAILED))
+
+
+@pytest.mark.parametrize("fault_name", ACTION_FAULTS)
+def test_a_tag_delete_the_registry_fails_changes_nothing_and_is_audited(
+    fault_name: str,
+    site: Registry,
+    proxy: FaultProxy,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
+    sync_registry(site, client_for(site), repository=repo_name)
+    before = cache_snapshot()
+    apply_fault(proxy, ACTION_FAULTS[fault_name])
+
+    response = client.post(reverse("dashboard:delete-tag", args=[repo_name, "1.0"]), {"digest": image.digest})
+
+    assert response.status_code == 502
+    assert "registry" in response.content.decode().lower()
+    assert upstream_pusher.tags(repo_name) == ["1.0", "latest"]
+    assert upstream_pusher.head_digest(repo_name, "1.0") == image.digest
+    assert cache_snapshot() == before
+    assert len(failed_audits(repo_name, "delete_tag")) == 1
+
+
+@pytest.mark.parametrize("fault_name", ACTION_FAULTS)
+def test_a_restore_the_registry_fails_changes_nothing_and_is_audited(
+    fault_name: str,
+    site: Registry,
+    proxy: FaultProxy,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    old = upstream_pusher.push_image(repo_name, ["latest"], unique="old")
+    sync_registry(site, client_for(site), repository=repo_name)
+    new = upstream_pusher.push_image(repo_name, ["latest"], unique="new")
+    sync_registry(site, client_for(site), repository=repo_name)
+    before = cache_snapshot()
+    apply_fault(proxy, ACTION_FAULTS[fault_name])
+
+    response = client.post(
+        reverse("dashboard:restore", args=[repo_name]), {"tag": "latest", "digest": old.digest, "expected": new.digest}
+    )
+
+    assert response.status_code == 502
+    assert "registry" in response.content.decode().lower()
+    assert upstream_pusher.head_digest(repo_name, "latest") == new.digest
+    assert cache_snapshot() == before
+    assert len(failed_audits(repo_name, "restore")) == 1
+
+
+def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(
+    site: Registry,
+    proxy: FaultProxy,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    """Distribution 2.8 cannot delete a tag: the client moves it onto a throwaway manifest and
+    deletes that by digest. When that last DELETE fails, the tag must not be left on the
+    throwaway manifest."""
+    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
+    sync_registry(site, client_for(site), repository=repo_name)
+    proxy.set_fault(Fault("status", status=503, methods={"DELETE"}, path=r"/manifests/sha256:"))
+
+    response = client.post(reverse("dashboard:delete-tag", args=[repo_name, "1.0"]), {"digest": image.digest})
+
+    assert response.status_code == 502
+    assert upstream_pusher.head_digest(repo_name, "1.0") == image.digest
+    assert len(failed_audits(repo_name, "delete_tag")) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import urlencode
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.test import Client
+from django.test.utils import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from dashboard.models import AccessRule, ApiToken, AuditEntry, Pin, RetentionPolicy, Role
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.django_db
 VISIBLE = "team-a/shop-api"
 HIDDEN = "team-b/payroll-ledger"
 HIDDEN_TAG = "payroll-q3-close"
+HIDDEN_DRAFT = f"{HIDDEN_TAG}-draft"
 PERSONAS = ("anonymous", "outsider", "viewer", "maintainer", "operator", "admin")
 ROLES = {"viewer": Role.VIEWER, "maintainer": Role.MAINTAINER, "operator": Role.OPERATOR}
 ADMIN_ANYWHERE = "admin of every repository"
@@ -47,9 +50,10 @@ NOTIFICATION_SECRET = "matrix-notification-secret"
 @dataclass
 class Images:
     server: RegistryServer
-    pinned: str  # VISIBLE v1 and production: what the mutations aim at
-    unpinned: str  # VISIBLE v2
-    hidden: str  # HIDDEN's only version
+    pinned: str  # VISIBLE v1 and production: what the deletions aim at
+    unpinned: str  # VISIBLE v2: what the pins aim at
+    hidden: str  # HIDDEN_TAG, pinned
+    hidden_unpinned: str  # HIDDEN_DRAFT
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +61,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     """A registry of its own, so a catalog refresh reads two repositories, not the session's."""
     server = start_registry(tmp_path_factory.mktemp("matrix-registry"))
     pusher = ImagePusher(server.url)
-    pinned = pusher.push_image(VISIBLE, ("v1", "production"), unique="matrix-v1").digest
-    unpinned = pusher.push_image(VISIBLE, ("v2",), unique="matrix-v2").digest
-    hidden = pusher.push_image(HIDDEN, (HIDDEN_TAG,), unique="matrix-hidden").digest
-    yield Images(server, pinned, unpinned, hidden)
+    yield Images(
+        server,
+        pinned=pusher.push_image(VISIBLE, ("v1", "production"), unique="matrix-v1").digest,
+        unpinned=pusher.push_image(VISIBLE, ("v2",), unique="matrix-v2").digest,
+        hidden=pusher.push_image(HIDDEN, (HIDDEN_TAG,), unique="matrix-hidden").digest,
+        hidden_unpinned=pusher.push_image(HIDDEN, (HIDDEN_DRAFT,), unique="matrix-hidden-draft").digest,
+    )
     server.stop()
 
 
@@ -75,21 +82,13 @@ class World:
     policy: RetentionPolicy | None = None
 
     def secrets(self) -> tuple[str, ...]:
-        """What no one but an admin may ever read."""
-        return (HIDDEN, HIDDEN_TAG, self.images.hidden)
+        """What no one but an admin may ever read (HIDDEN_TAG is part of HIDDEN_DRAFT)."""
+        return (HIDDEN, HIDDEN_TAG, self.images.hidden, self.images.hidden_unpinned)
 
 
-@pytest.fixture
-def world(settings, images: Images) -> World:
-    settings.REGISTRY_URL = images.server.url
-    settings.DASHBOARD_PUBLIC_READ = False
-    settings.DASHBOARD_DEFAULT_ROLE = None
-    settings.REGISTRY_NOTIFICATIONS_SECRET = NOTIFICATION_SECRET
-    # Queued (not run) tasks, so /tasks/<id>/ has something to show.
-    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+def build_world(images: Images) -> World:
     registry = configured_registry()
     sync_registry(registry, client_for(registry))
-
     users = {"outsider": make_user("otto")}
     for persona, role in ROLES.items():
         users[persona] = make_user(persona, pattern="team-a/*", role=role)
@@ -98,16 +97,33 @@ def world(settings, images: Images) -> World:
     for persona, user in users.items():
         api_token, world.tokens[persona] = ApiToken.issue(user, "matrix")
         world.token_ids[persona] = api_token.pk
-
     team_b = Group.objects.create(name="team-b")
     world.rule = AccessRule.objects.create(group=team_b, pattern="team-b/*", role=Role.MAINTAINER)
     world.policy = RetentionPolicy.objects.create(name="matrix-policy", repository_pattern="nothing-here/*", enabled=False)
     for name, digest in ((VISIBLE, images.pinned), (HIDDEN, images.hidden)):
         repository = registry.repositories.get(name=name)
+        # The pins are what keeps an allowed deletion from reaching the registry.
         Pin.objects.create(repository=repository, digest=digest, reason="matrix", created_by=users["admin"])
         world.tasks[name] = str(enqueue_sync(name).id)
     AuditEntry.objects.create(username="carol", action="delete_tag", outcome="ok", repository=HIDDEN, tag=HIDDEN_TAG)
     return world
+
+
+@pytest.fixture(scope="module")
+def world(images: Images, django_db_setup, django_db_blocker) -> Iterator[World]:
+    """Built once for the module inside a transaction that is rolled back at the end; each
+    test (and each request, see `test_route_for_every_persona`) runs in a savepoint of it."""
+    overrides = override_settings(
+        REGISTRY_URL=images.server.url,
+        DASHBOARD_PUBLIC_READ=False,
+        DASHBOARD_DEFAULT_ROLE=None,
+        REGISTRY_NOTIFICATIONS_SECRET=NOTIFICATION_SECRET,
+        # Queued (not run) tasks, so /tasks/<id>/ has something to show.
+        TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
+    )
+    with overrides, django_db_blocker.unblock(), transaction.atomic():
+        yield build_world(images)
+        transaction.set_rollback(True)
 
 
 # What each route is, and what each persona should get -------------------------------------
@@ -120,6 +136,7 @@ class Call:
     minimum: int | str | None = None  # a role on the repository, ADMIN_ANYWHERE, or None (signed in)
     ok: int = 200
     data: Callable[[World, str, str], dict | str] = lambda world, repository, persona: {}
+    htmx_ok: int | None = None  # when htmx gets another answer than a plain request (a fragment)
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,9 @@ class Route:
     kind: str = "page"
     kwargs: Callable[[World, str, str], dict] = lambda world, repository, persona: {}
     fragment: bool = False  # answers 403, never a login redirect
+    # The HX-Target for which the view answers with a fragment ("" = any htmx request); such
+    # routes are also requested through htmx by every persona, the others only by anonymous.
+    target: str | None = None
 
 
 def _tag(repository: str) -> str:
@@ -138,6 +158,10 @@ def _tag(repository: str) -> str:
 
 def _digest(world: World, repository: str) -> str:
     return world.images.pinned if repository == VISIBLE else world.images.hidden
+
+
+def _unpinned(world: World, repository: str) -> str:
+    return world.images.unpinned if repository == VISIBLE else world.images.hidden_unpinned
 
 
 def name_and_tag(world: World, repository: str, persona: str) -> dict:
@@ -165,17 +189,22 @@ def tag_selection(world: World, repository: str, persona: str) -> dict:
 
 ROUTES: dict[str, Route] = {
     # Browse
-    "dashboard:catalog": Route({"GET": Call()}),
-    "dashboard:catalog-refresh": Route({"POST": Call(ok=302)}),
-    "dashboard:repository": Route({"GET": Call(Role.VIEWER)}, "repository", just_name),
-    "dashboard:repository-refresh": Route({"POST": Call(Role.VIEWER, ok=302)}, "repository", just_name),
+    "dashboard:catalog": Route({"GET": Call()}, target="catalog-results"),
+    "dashboard:catalog-refresh": Route({"POST": Call(ok=302, htmx_ok=200)}, target="catalog-results"),
+    "dashboard:repository": Route({"GET": Call(Role.VIEWER)}, "repository", just_name, target="tag-results"),
+    "dashboard:repository-refresh": Route(
+        {"POST": Call(Role.VIEWER, ok=302, htmx_ok=200)}, "repository", just_name, target="tag-results"
+    ),
     "dashboard:tag": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
     "dashboard:manifest": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_digest),
     "dashboard:task-status": Route(
-        {"GET": Call(Role.VIEWER)}, "repository", lambda world, repository, persona: {"task_id": uuid.UUID(world.tasks[repository])}
+        {"GET": Call(Role.VIEWER)},
+        "repository",
+        lambda world, repository, persona: {"task_id": uuid.UUID(world.tasks[repository])},
+        target="",
     ),
     # Pins, history, restore
-    "dashboard:pins": Route({"GET": Call()}),
+    "dashboard:pins": Route({"GET": Call()}, target="pin-results"),
     "dashboard:tag-history": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
     "dashboard:compare": Route(
         {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"from": _tag(repository), "to": _digest(world, repository)})},
@@ -183,7 +212,10 @@ ROUTES: dict[str, Route] = {
         just_name,
     ),
     "dashboard:rollback": Route(
-        {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"tag": _tag(repository)})}, "repository", just_name
+        {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"tag": _tag(repository)})},
+        "repository",
+        just_name,
+        target="candidate-results",
     ),
     "dashboard:pin": Route(
         {
@@ -191,7 +223,7 @@ ROUTES: dict[str, Route] = {
                 Role.OPERATOR,
                 ok=302,
                 data=lambda world, repository, persona: {
-                    "digest": world.images.unpinned if repository == VISIBLE else world.images.hidden,
+                    "digest": _unpinned(world, repository),
                     "reason": "matrix",
                 },
             )
@@ -217,6 +249,7 @@ ROUTES: dict[str, Route] = {
         },
         "repository",
         name_and_tag,
+        target="delete-dialog",
     ),
     "dashboard:delete-version": Route(
         {
@@ -231,7 +264,9 @@ ROUTES: dict[str, Route] = {
         name_and_digest,
     ),
     "dashboard:bulk-delete-preview": Route({"POST": Call(Role.MAINTAINER, data=tag_selection)}, "repository", just_name),
-    "dashboard:bulk-delete": Route({"POST": Call(Role.MAINTAINER, data=tag_selection)}, "repository", just_name),
+    "dashboard:bulk-delete": Route(
+        {"POST": Call(Role.MAINTAINER, data=tag_selection)}, "repository", just_name, target="bulk-results"
+    ),
     # Retention and storage
     "dashboard:retention": Route({"GET": Call()}),
     "dashboard:retention-new": Route({"GET": Call(ADMIN_ANYWHERE)}),
@@ -242,7 +277,7 @@ ROUTES: dict[str, Route] = {
     "dashboard:storage": Route({"GET": Call()}),
     "dashboard:storage-gc-done": Route({"POST": Call(ADMIN_ANYWHERE, ok=302)}),
     # Audit and access
-    "dashboard:audit": Route({"GET": Call()}),
+    "dashboard:audit": Route({"GET": Call()}, target="audit-results"),
     "dashboard:audit-export": Route({"GET": Call()}, fragment=True),
     "dashboard:access": Route({"GET": Call()}),
     "dashboard:access-rule-add": Route(
@@ -293,7 +328,7 @@ ROUTES: dict[str, Route] = {
                 Role.OPERATOR,
                 ok=201,
                 data=lambda world, repository, persona: json.dumps(
-                    {"digest": world.images.unpinned if repository == VISIBLE else world.images.hidden, "reason": "matrix"}
+                    {"digest": _unpinned(world, repository), "reason": "matrix"}
                 ),
             ),
         },
@@ -337,20 +372,21 @@ def test_every_route_is_classified():
 
 
 def expected_status(route: Route, call: Call, persona: str, repository: str | None, htmx: bool) -> int:
+    allowed = call.htmx_ok if htmx and call.htmx_ok is not None else call.ok
     if route.kind == "machine":
-        return call.ok
+        return allowed
     if persona == "anonymous":
         if route.kind.startswith("api"):
             return 401
         return 403 if htmx or route.fragment else 302
     if persona == "admin":
-        return call.ok
+        return allowed
     if repository is not None:
         role = ROLES.get(persona) if repository == VISIBLE else None
         if role is None:
             return 404
-        return call.ok if role >= call.minimum else 403
-    return 403 if call.minimum == ADMIN_ANYWHERE else call.ok
+        return allowed if role >= call.minimum else 403
+    return 403 if call.minimum == ADMIN_ANYWHERE else allowed
 
 
 def client_for_persona(world: World, persona: str) -> Client:
@@ -368,35 +404,36 @@ def body_of(response) -> str:
     return content.decode(errors="replace") + ("" if location.startswith("/accounts/login/") else location)
 
 
-def request(world: World, route_name: str, route: Route, method: str, persona: str, repository: str | None, htmx: bool):
-    call = route.calls[method]
-    url = reverse(route_name, kwargs=route.kwargs(world, repository or VISIBLE, persona))
-    data = call.data(world, repository or VISIBLE, persona)
+def request(client: Client, world: World, name: str, method: str, persona: str, repository: str | None, htmx: bool):
+    route = ROUTES[name]
+    url = reverse(name, kwargs=route.kwargs(world, repository or VISIBLE, persona))
+    data = route.calls[method].data(world, repository or VISIBLE, persona)
     headers: dict[str, str] = {}
     if htmx:
-        headers |= {"HX-Request": "true"}
+        headers["HX-Request"] = "true"
+        if route.target:
+            headers["HX-Target"] = route.target
     if route.kind.startswith("api") and persona != "anonymous":
         headers["Authorization"] = f"Bearer {world.tokens[persona]}"
     if route.kind == "machine" and method == "POST":
         headers["Content-Type"] = "application/vnd.docker.distribution.events.v1+json"
-    client = client_for_persona(world, persona)
     if method == "GET":
         return client.get(url, data, headers=headers)
     if isinstance(data, str):
         return client.generic(method, url, data, content_type="application/json", headers=headers)
     if method == "DELETE":
-        return client.delete(f"{url}?{'&'.join(f'{k}={v}' for k, v in data.items())}", headers=headers)
+        return client.delete(f"{url}?{urlencode(data)}", headers=headers)
     return client.post(url, data, headers=headers)
 
 
-def cases(route: Route) -> Iterator[tuple[str, str | None, bool]]:
-    """(method, repository, htmx) for each request a route gets from each persona."""
+def cases(route: Route, persona: str) -> Iterator[tuple[str, str | None, bool]]:
+    """(method, repository, htmx) of each request a persona makes to a route."""
     targets = (VISIBLE, HIDDEN) if route.kind in ("repository", "api-repository") else (None,)
     for method in route.calls:
         for repository in targets:
             yield method, repository, False
-            # htmx asks for fragments: anonymous visitors must get a 403, not a login page.
-            if route.kind in ("page", "repository"):
+            # htmx asks for fragments: anonymous visitors must get a 403, never a login page.
+            if route.kind in ("page", "repository") and (persona == "anonymous" or route.target is not None):
                 yield method, repository, True
 
 
@@ -405,17 +442,18 @@ def test_route_for_every_persona(world: World, route_name: str):
     route = ROUTES[route_name]
     problems = []
     for persona in PERSONAS:
-        for method, repository, htmx in cases(route):
+        client = client_for_persona(world, persona)
+        for method, repository, htmx in cases(route, persona):
             # Every request starts from the same world: what it changed is rolled back.
             with transaction.atomic():
-                response = request(world, route_name, route, method, persona, repository, htmx)
+                response = request(client, world, route_name, method, persona, repository, htmx)
                 transaction.set_rollback(True)
             want = expected_status(route, route.calls[method], persona, repository, htmx)
             where = f"{persona:>10} {method:6} {repository or '-':22} {'htmx' if htmx else '    '}"
             body = body_of(response)
             if response.status_code != want:
                 problems.append(f"{where} -> {response.status_code}, expected {want}: {body[:200]!r}")
-            if persona == "anonymous" and want == 302 and "/accounts/login/" not in response.get("Location", ""):
+            if want == 302 and persona == "anonymous" and not response.get("Location", "").startswith("/accounts/login/"):
                 problems.append(f"{where} -> redirects to {response.get('Location')!r}, not to the login page")
             if persona != "admin":
                 problems += [f"{where} -> shows {secret!r}" for secret in world.secrets() if secret in body]

@@ -36,6 +36,7 @@ from dashboard.registry.manifests import (
     is_valid_digest,
     is_valid_repository_name,
     is_valid_tag,
+    make_tombstone,
     parse_catalog_page,
     parse_image_config,
     parse_manifest,
@@ -298,6 +299,19 @@ def test_malformed_index_platform_is_invalid_response() -> None:
     raw = _json({"manifests": [{"mediaType": "x", "digest": D1, "size": 1, "platform": {"os": "linux"}}]})
     with pytest.raises(InvalidResponse, match="architecture"):
         parse_manifest(raw, mediatypes.OCI_INDEX)
+
+
+def test_tombstones_are_unique_artifacts() -> None:
+    first_config, first = make_tombstone("gone")
+    second_config, second = make_tombstone("gone")
+
+    assert first != second
+    tombstone = parse_manifest(first, mediatypes.OCI_MANIFEST)
+    assert isinstance(tombstone, ImageManifest)
+    assert tombstone.kind == "artifact"
+    assert tombstone.artifact_type == mediatypes.TOMBSTONE_ARTIFACT_TYPE
+    assert tombstone.config.digest == compute_digest(first_config) != compute_digest(second_config)
+    assert tombstone.layers == ()
 
 
 # Image configs

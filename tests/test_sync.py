@@ -545,7 +545,7 @@ def test_command_every_keeps_going_after_a_failed_run(own_registry, settings, mo
             raise StopLoop
         own_registry.start()  # the registry comes back before the second run
 
-    monkeypatch.setattr("dashboard.management.commands.sync_registry.time.sleep", sleep)
+    monkeypatch.setattr("dashboard.management.commands.sync_registry.sleep", sleep)
     with caplog.at_level(logging.INFO, logger="dashboard.sync"), pytest.raises(StopLoop):
         call_command("sync_registry", "--every", "300")
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
-import json
-import secrets
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -54,6 +51,7 @@ from .manifests import (
     is_valid_digest,
     is_valid_repository_name,
     is_valid_tag,
+    make_tombstone,
     parse_catalog_page,
     parse_image_config,
     parse_manifest,
@@ -387,26 +385,9 @@ class RegistryClient:
         return response.status_code
 
     def _push_tombstone(self, repository: str, tag: str) -> str:
-        # The random config makes the manifest, and so its digest, unique: deleting it can never
-        # take another tag along. 2.8 refuses manifests naming blobs it does not have, hence the upload.
-        created = datetime.now(UTC).isoformat()
-        config = json.dumps(
-            {"registry-browser": "tombstone", "tag": tag, "created": created, "nonce": secrets.token_hex(16)}
-        ).encode()
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": mediatypes.OCI_MANIFEST,
-                "artifactType": mediatypes.TOMBSTONE_ARTIFACT_TYPE,
-                "config": {
-                    "mediaType": mediatypes.TOMBSTONE_ARTIFACT_TYPE,
-                    "digest": self._upload_blob(repository, config),
-                    "size": len(config),
-                },
-                "layers": [],
-                "annotations": {"org.opencontainers.image.created": created},
-            }
-        ).encode()
+        config, manifest = make_tombstone(tag)
+        # 2.8 refuses manifests naming blobs it does not have.
+        self._upload_blob(repository, config)
         return self.put_manifest(repository, tag, manifest, mediatypes.OCI_MANIFEST)
 
     def _upload_blob(self, repository: str, data: bytes) -> str:

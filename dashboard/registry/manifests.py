@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,6 +193,31 @@ def align_history(layers: Sequence[Descriptor], history: Sequence[HistoryEntry])
     steps = [HistoryStep(entry, None if entry.empty_layer else next(remaining, None)) for entry in history]
     steps.extend(HistoryStep(None, layer) for layer in remaining)
     return steps
+
+
+def make_tombstone(tag: str) -> tuple[bytes, bytes]:
+    """(config, manifest) of a throwaway OCI artifact to move `tag` onto before deleting it.
+
+    A random nonce in the config makes every tombstone's digest unique, even for two deletes
+    of the same tag at the same moment, so deleting one never takes another tag along.
+    """
+    created = datetime.now(UTC).isoformat()
+    config = json.dumps(
+        {"registry-browser": "tombstone", "tag": tag, "created": created, "nonce": secrets.token_hex(16)}
+    ).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "artifactType": mediatypes.TOMBSTONE_ARTIFACT_TYPE,
+        "config": {
+            "mediaType": mediatypes.TOMBSTONE_ARTIFACT_TYPE,
+            "digest": compute_digest(config),
+            "size": len(config),
+        },
+        "layers": [],
+        "annotations": {"org.opencontainers.image.created": created},
+    }
+    return config, json.dumps(manifest).encode()
 
 
 def parse_manifest(raw: bytes, content_type: str | None = None) -> Manifest:

@@ -7,6 +7,8 @@ fixed date kept there too (same inputs, same digests), and the demo user is rese
 from __future__ import annotations
 
 import secrets
+import signal
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -150,6 +152,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Prepare everything, then exit.")
 
     def handle(self, *args, no_serve: bool = False, **options) -> None:
+        # A plain `kill` should stop the demo registry too, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         call_command("migrate", interactive=False, verbosity=0)
         server = self.start_registry()
         try:

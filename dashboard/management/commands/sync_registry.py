@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+from time import sleep
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -58,7 +58,7 @@ class Command(BaseCommand):
                 logger.exception("Sync failed; next attempt in %s s", every)
             finally:
                 close_old_connections()
-            time.sleep(every)
+            sleep(every)
 
     def run(self, repository: str | None, workers: int) -> tuple[str, SyncSummary]:
         registry = configured_registry()

@@ -1,0 +1,263 @@
+"""Registry notifications: a real registry posting to the live endpoint, and envelopes shaped
+like the ones Distribution 2.8 sends (captured in the registry lab) posted by the test client."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import Manifest, NotificationEvent, Registry, Repository, Tag
+from dashboard.notifications import wait_for_dispatched
+from dashboard.registry import RegistryClient
+from dashboard.registry.client import USER_AGENT
+from dashboard.sync import Source, sync_repository
+from tests.support.images import ImagePusher
+from tests.support.registry_server import RegistryServer, start_registry
+
+SECRET = "s3cret-for-tests"
+HEADER = "X-Registry-Secret"
+ENVELOPE_TYPE = "application/vnd.docker.distribution.events.v1+json"
+PULLED_AT = datetime(2026, 11, 29, 21, 42, 3, 470670, tzinfo=timezone.utc)
+WAIT = 15.0
+
+
+@pytest.fixture(autouse=True)
+def notification_settings(settings) -> None:
+    settings.REGISTRY_NOTIFICATIONS_SECRET = SECRET
+    settings.REGISTRY_NOTIFICATIONS_HEADER = HEADER
+
+
+@pytest.fixture
+def cache(registry: RegistryServer, settings) -> Registry:
+    settings.REGISTRY_URL = registry.url
+    return Registry.objects.create(name="test", url=registry.url)
+
+
+def post(client, envelope: dict | bytes, *, secret: str | None = SECRET, content_type: str = ENVELOPE_TYPE):
+    body = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+    headers = {} if secret is None else {HEADER: secret}
+    return client.post(reverse("dashboard:registry-events"), body, content_type=content_type, headers=headers)
+
+
+def event(action: str, repository: str, *, event_id: str | None = None, **target: str) -> dict:
+    """One event as Distribution 2.8 writes it (see the registry lab's events/*.json)."""
+    method = {"push": "PUT", "pull": "GET", "delete": "DELETE"}.get(action, "POST")
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "timestamp": "2026-11-29T21:42:03.470670369Z",
+        "action": action,
+        "target": {"repository": repository, **target},
+        "request": {"id": str(uuid.uuid4()), "addr": "127.0.0.1:58212", "host": "registry:5000", "method": method,
+                    "useragent": "skopeo/1.9.3"},  # fmt: skip
+        "actor": {},
+        "source": {"addr": "vm:5004", "instanceID": "68ce5456-d06a-42dc-afbf-0840c0cd9194"},
+    }
+
+
+def envelope(*events: dict) -> dict:
+    return {"events": list(events)}
+
+
+def sync(cache: Registry, name: str) -> None:
+    with RegistryClient(cache.url) as client:
+        sync_repository(cache, client, name)
+
+
+# The endpoint's guard ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("secret", [None, "wrong", SECRET + "x", ""])
+def test_a_missing_or_wrong_secret_is_refused_and_changes_nothing(client, cache, pusher, repo_name, secret):
+    image = pusher.push_image(repo_name, "1.0")
+    sync(cache, repo_name)
+
+    response = post(client, envelope(event("delete", repo_name, digest=image.digest)), secret=secret)
+
+    assert response.status_code == 401
+    assert HEADER in response.content.decode()
+    assert Tag.objects.filter(repository__name=repo_name).exists()
+    assert not NotificationEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_without_a_configured_secret_the_endpoint_refuses_everything(client, settings):
+    settings.REGISTRY_NOTIFICATIONS_SECRET = ""
+
+    response = post(client, envelope(), secret="")
+
+    assert response.status_code == 503
+    assert "REGISTRY_NOTIFICATIONS_SECRET" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"events": {}}',
+        b'{"events": [{"id": "x", "action": "delete"}]}',
+        json.dumps(envelope(event("delete", "Upper/Case", digest="sha256:" + "0" * 64))).encode(),
+        json.dumps(envelope(event("delete", "app", digest="sha256:abc"))).encode(),
+        json.dumps(envelope(event("delete", "app", tag="no tags/with slashes"))).encode(),
+    ],
+)
+def test_a_malformed_envelope_is_a_400_and_changes_nothing(client, cache, body):
+    response = post(client, body)
+
+    assert response.status_code == 400
+    assert not NotificationEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_envelope_media_types_and_size(client, cache, settings):
+    assert post(client, envelope(), content_type="application/vnd.docker.distribution.events.v2+json").status_code == 200
+    assert post(client, envelope(), content_type="application/json").status_code == 200
+    assert post(client, envelope(), content_type="text/plain").status_code == 415
+    settings.REGISTRY_NOTIFICATIONS_MAX_BYTES = 100
+    padded = envelope(event("mount", "app", mediaType="application/octet-stream", digest="sha256:" + "1" * 64))
+    assert post(client, padded).status_code == 413
+    assert client.get(reverse("dashboard:registry-events"), headers={HEADER: SECRET}).status_code == 405
+
+
+# What events do ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_delete_event_removes_the_rows_it_names_once(client, cache, pusher, repo_name):
+    image = pusher.push_image(repo_name, ["1.0", "latest"], unique="deleted")
+    kept = pusher.push_image(repo_name, "2.0", unique="kept")
+    sync(cache, repo_name)
+    deleted = envelope(event("delete", repo_name, digest=image.digest, event_id="delete-1"))
+
+    response = post(client, deleted)
+
+    assert response.status_code == 200
+    assert dict(Tag.objects.filter(repository__name=repo_name).values_list("name", "manifest__digest")) == {
+        "2.0": kept.digest
+    }
+    assert not Manifest.objects.filter(digest=image.digest).exists()
+    repository = Repository.objects.get(name=repo_name)
+    assert repository.tag_count == 1
+    closed = repository.tag_history.filter(tag="latest").get()
+    assert (closed.until is not None, closed.ended_by) == (True, Source.NOTIFICATION)
+
+    # The tag comes back (the delete is redelivered late): the same event id changes nothing.
+    pusher.tag(repo_name, image, "latest")
+    sync(cache, repo_name)
+    assert post(client, deleted).status_code == 200
+    assert Tag.objects.filter(repository__name=repo_name, name="latest").exists()
+    assert NotificationEvent.objects.filter(event_id="delete-1").count() == 1
+
+    assert post(client, envelope(event("delete", repo_name, tag="latest"))).status_code == 200
+    assert not Tag.objects.filter(repository__name=repo_name, name="latest").exists()
+
+
+@pytest.mark.django_db
+def test_a_pull_event_sets_last_pulled_at(client, cache, pusher, repo_name):
+    image = pusher.push_image(repo_name, ["1.0", "latest"])
+    other = pusher.push_image(repo_name, "2.0", unique="other")
+    sync(cache, repo_name)
+    pulled = {"mediaType": image.media_type, "digest": image.digest, "size": str(len(image.raw))}
+
+    post(client, envelope(event("pull", repo_name, tag="latest", **pulled)))
+
+    last_pulled = dict(Tag.objects.filter(repository__name=repo_name).values_list("name", "last_pulled_at"))
+    assert last_pulled == {"latest": PULLED_AT, "1.0": None, "2.0": None}
+
+    # By digest (what a client does after resolving the tag): every tag on the digest.
+    Tag.objects.update(last_pulled_at=None)
+    post(client, envelope(event("pull", repo_name, **pulled)))
+    last_pulled = dict(Tag.objects.filter(repository__name=repo_name).values_list("name", "last_pulled_at"))
+    assert last_pulled == {"latest": PULLED_AT, "1.0": PULLED_AT, "2.0": None}
+
+    # Not pulls: the dashboard's own reads, HEADs, blob downloads.
+    Tag.objects.update(last_pulled_at=None)
+    own = event("pull", repo_name, tag="2.0", mediaType=other.media_type, digest=other.digest)
+    own["request"]["useragent"] = USER_AGENT
+    head = event("pull", repo_name, tag="2.0", mediaType=other.media_type, digest=other.digest)
+    head["request"]["method"] = "HEAD"
+    blob = event("pull", repo_name, mediaType="application/octet-stream", digest=other.config_digest)
+    assert post(client, envelope(own, head, blob)).status_code == 200
+    assert not Tag.objects.filter(last_pulled_at__isnull=False).exists()
+    assert not NotificationEvent.objects.exists()  # pulls are idempotent: not recorded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_push_event_syncs_the_tag_after_the_answer(client, cache, pusher, repo_name):
+    image = pusher.push_image(repo_name, "1.0")
+    pushed = event("push", repo_name, tag="1.0", mediaType=image.media_type, digest=image.digest)
+    blob = event("push", repo_name, mediaType="application/octet-stream", digest=image.config_digest)
+    by_digest = event("push", repo_name, mediaType=image.media_type, digest=image.digest)
+
+    response = post(client, envelope(blob, by_digest, pushed))
+
+    assert response.json() == {"events": 3, "pushes": 1}
+    assert wait_for_dispatched(WAIT)
+    tag = Tag.objects.get(repository__name=repo_name)
+    assert (tag.name, tag.manifest.digest) == ("1.0", image.digest)
+    assert list(NotificationEvent.objects.values_list("action", flat=True)) == ["push"]
+
+
+# A real registry notifying the live server ---------------------------------------------------
+
+
+@pytest.fixture
+def notifying_registry(live_server, tmp_path: Path, settings) -> Iterator[RegistryServer]:
+    server = start_registry(
+        tmp_path / "notifying",
+        notify_url=live_server.url + reverse("dashboard:registry-events"),
+        notify_headers={HEADER: SECRET},
+    )
+    settings.REGISTRY_URL = server.url
+    yield server
+    server.stop()
+    wait_for_dispatched(WAIT)
+
+
+def eventually(condition: Callable[[], bool]) -> None:
+    """Poll the database until `condition` holds: the registry notifies asynchronously."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        # Between checks only, so this thread never reads while a dispatched sync writes.
+        wait_for_dispatched(WAIT)
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {WAIT} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_registry_push_and_delete_reach_the_cache(notifying_registry):
+    pusher = ImagePusher(notifying_registry.url)
+    Registry.objects.create(name="notifying", url=notifying_registry.url)
+
+    image = pusher.push_image("team/app", ["1.0", "latest"])
+    eventually(lambda: Tag.objects.filter(repository__name="team/app").count() == 2)
+
+    assert set(Tag.objects.values_list("manifest__digest", flat=True)) == {image.digest}
+    history = Repository.objects.get(name="team/app").tag_history.all()
+    assert {(period.tag, period.started_by) for period in history} == {
+        ("1.0", Source.NOTIFICATION),
+        ("latest", Source.NOTIFICATION),
+    }
+    index = pusher.push_index("team/app", "multi")
+    eventually(lambda: Tag.objects.filter(name="multi").exists())
+    assert Manifest.objects.filter(digest__in=[child.digest for child in index.children]).count() == 2
+
+    with RegistryClient(notifying_registry.url) as client:
+        client.delete_manifest("team/app", image.digest)
+    eventually(lambda: not Manifest.objects.filter(digest=image.digest).exists())
+
+    assert list(Tag.objects.values_list("name", flat=True)) == ["multi"]
+    closed = history.filter(tag__in=["1.0", "latest"])
+    assert {(period.until is not None, period.ended_by) for period in closed} == {(True, Source.NOTIFICATION)}
