@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.images import ImagePusher, TokenAuth
 from tests.support.registry_server import RegistryServer, start_registry
@@ -21,6 +22,11 @@ TOKEN_USERS = {
 MAX_SLUG = 40
 
 _repo_counter = itertools.count(1)
+
+# Property tests share a loaded 2-core machine with real registries: no per-example deadline,
+# and no example database written into the work tree.
+hypothesis_settings.register_profile("registry-browser", deadline=None, database=None)
+hypothesis_settings.load_profile("registry-browser")
 
 
 @pytest.fixture(scope="session")
