@@ -26,6 +26,7 @@ from dashboard.models import ApiToken, Pin, Repository, Tag
 from dashboard.registries import configured_registry
 
 PAGE_SIZE = 500
+TAG_MANIFEST_COLUMNS = ("digest", "media_type", "kind", "size")
 # Recording every use would turn each read into a write; a minute is precise enough to audit.
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -153,7 +154,7 @@ def tags(request: HttpRequest, name: str) -> JsonResponse:
     listed = (
         Tag.objects.filter(repository=repository)
         .select_related("manifest")
-        .only("name", "created", "pointed_at", *(f"manifest__{column}" for column in ("digest", "media_type", "kind", "size")))
+        .only("name", "created", "pointed_at", *(f"manifest__{column}" for column in TAG_MANIFEST_COLUMNS))
         .order_by("name")
     )
     rows, next_url = _page(request, listed, reverse("dashboard:api-tags", args=[repository.name]))

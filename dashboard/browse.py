@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
+from django.urls import reverse
 
 from dashboard.forms import CatalogQuery, TagQuery
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
@@ -90,10 +91,45 @@ def platforms_of(manifest: Manifest) -> list[str]:
     return [manifest.platform] if manifest.platform else []
 
 
+# Stands for the tag or digest in URLs reversed once per page (see RowLinks).
+_PLACEHOLDER = "__reference__"
+
+
+@dataclass
+class RowLinks:
+    """A repository's tag and manifest URLs, reversed once per page: reverse() for every link of
+    every row cost more than the rest of the table."""
+
+    tag_pattern: str
+    manifest_pattern: str
+
+    @classmethod
+    def of(cls, repository: Repository) -> RowLinks:
+        return cls(
+            reverse("dashboard:tag", args=[repository.name, _PLACEHOLDER]),
+            reverse("dashboard:manifest", args=[repository.name, _PLACEHOLDER]),
+        )
+
+    @staticmethod
+    def _fill(pattern: str, reference: str) -> str:
+        # The last occurrence: a repository name may contain the placeholder text itself.
+        before, _, after = pattern.rpartition(_PLACEHOLDER)
+        return f"{before}{reference}{after}"
+
+    def tag(self, name: str) -> str:
+        return self._fill(self.tag_pattern, name)
+
+    def manifest(self, digest: str) -> str:
+        return self._fill(self.manifest_pattern, digest)
+
+
 @dataclass
 class TagRow:
     tag: Tag
-    siblings: list[str] = field(default_factory=list)
+    url: str
+    manifest_url: str
+    # (name, url) of the first few other tags on the same digest.
+    siblings: list[tuple[str, str]] = field(default_factory=list)
     more_siblings: int = 0
     pinned: bool = False
 
@@ -136,7 +172,8 @@ def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
 
 def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
     """Rows for one page of tags: two queries, whatever the page or repository size."""
-    rows = [TagRow(tag) for tag in tags]
+    links = RowLinks.of(repository)
+    rows = [TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest)) for tag in tags]
     manifest_ids = {tag.manifest_id for tag in tags}
     # The first few other names of each digest and how many there are, counted in the database
     # so a digest carrying thousands of tags costs no more rows than one carrying four.
@@ -161,7 +198,7 @@ def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
     )
     for row in rows:
         others = [name for name in names[row.tag.manifest_id] if name != row.tag.name]
-        row.siblings = others[:SIBLINGS_SHOWN]
+        row.siblings = [(name, links.tag(name)) for name in others[:SIBLINGS_SHOWN]]
         row.more_siblings = totals.get(row.tag.manifest_id, 1) - 1 - len(row.siblings)
         row.pinned = row.tag.manifest.digest in pinned
     return rows

@@ -54,6 +54,11 @@ def pinned_by(pin: Pin) -> str:
     return pin.created_by.get_username() if pin.created_by else "a deleted user"
 
 
+def pin_summary(pin: Pin) -> str:
+    """Why a tag on a pinned version is kept, for previews and plans."""
+    return f"pinned by {pinned_by(pin)}: {pin.reason}"
+
+
 class Pinned(ActionRefused):
     def __init__(self, pin: Pin) -> None:
         super().__init__(
@@ -91,7 +96,9 @@ def _guard_tag(client: RegistryClient, repository: Repository, tag: str, shown_d
         raise
 
 
-def _forget(repository: Repository, user, started: datetime, tags: list[str], *, tag: str = "", digest: str = "") -> None:
+def _forget(
+    repository: Repository, user, started: datetime, tags: list[str], *, tag: str = "", digest: str = ""
+) -> None:
     """Remove what the registry just deleted from the cache (no registry call), closing the tags'
     history periods, and name the user on the periods the delete closed."""
     forget(repository.registry, repository.name, tag=tag or None, digest=digest or None, source=TagHistory.Source.USER)
@@ -116,7 +123,9 @@ def delete_tag(
     note: str = "",
 ) -> None:
     """Delete `tag` only; `shown_digest` is the digest the user saw it point at."""
-    with guarded_action(request, user, repository, action, Role.MAINTAINER, tag=tag, digest_before=shown_digest) as context:
+    with guarded_action(
+        request, user, repository, action, Role.MAINTAINER, tag=tag, digest_before=shown_digest
+    ) as context:
         if note:
             context.notes.append(note)
         validate_tag_name(tag)
@@ -132,7 +141,10 @@ def delete_tag(
 def siblings(tag: Tag) -> list[str]:
     """The other tags on the same digest: they stay when this one is deleted."""
     return list(
-        Tag.objects.filter(manifest_id=tag.manifest_id).exclude(pk=tag.pk).order_by("version_key").values_list("name", flat=True)
+        Tag.objects.filter(manifest_id=tag.manifest_id)
+        .exclude(pk=tag.pk)
+        .order_by("version_key")
+        .values_list("name", flat=True)
     )
 
 
@@ -285,7 +297,9 @@ def delete_version(
         if deleted.children:
             context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
         # Before `forget`, which drops the cached manifests this estimate reads.
-        deleted.freed_bytes = freed_bytes if freed_bytes is not None else estimate_freed(repository, [digest, *deleted.children])
+        deleted.freed_bytes = (
+            freed_bytes if freed_bytes is not None else estimate_freed(repository, [digest, *deleted.children])
+        )
         DeletedVersion.objects.create(
             registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
         )
@@ -316,7 +330,9 @@ def outcome_of(refused: ActionRefused, tag: str, digest: str) -> Outcome:
     return Outcome(tag, digest, AuditEntry.Outcome.FAILED if failed else AuditEntry.Outcome.REFUSED, refused.message)
 
 
-def try_delete_tag(request: HttpRequest | None, user, repository: Repository, tag: str, digest: str, **options) -> Outcome:
+def try_delete_tag(
+    request: HttpRequest | None, user, repository: Repository, tag: str, digest: str, **options
+) -> Outcome:
     """`delete_tag`, with a refusal or failure reported instead of raised."""
     try:
         delete_tag(request, user, repository, tag, digest, **options)
@@ -339,7 +355,7 @@ class PreviewRow:
         if self.cached is None:
             return "not in this repository any more"
         if self.pin is not None:
-            return f"pinned by {pinned_by(self.pin)}: {self.pin.reason}"
+            return pin_summary(self.pin)
         if self.current != self.shown_digest:
             now = f"now points at {self.current}" if self.current else "no longer exists in the registry"
             return f"moved since the page was loaded: {now}"
@@ -350,7 +366,9 @@ class PreviewRow:
         return not self.kept_because
 
 
-def bulk_preview(repository: Repository, selection: Mapping[str, str], client: RegistryClient | None = None) -> list[PreviewRow]:
+def bulk_preview(
+    repository: Repository, selection: Mapping[str, str], client: RegistryClient | None = None
+) -> list[PreviewRow]:
     """What deleting the selected tags (tag -> digest shown) would do, asking the registry for
     each tag's current digest; nothing is changed."""
     cached = {
@@ -359,11 +377,16 @@ def bulk_preview(repository: Repository, selection: Mapping[str, str], client: R
     }
     pins = {
         pin.digest: pin
-        for pin in Pin.objects.filter(repository=repository, digest__in=set(selection.values())).select_related("created_by")
+        for pin in Pin.objects.filter(repository=repository, digest__in=set(selection.values())).select_related(
+            "created_by"
+        )
     }
     manifest_ids = {tag.manifest_id for tag in cached.values()}
     totals = dict(
-        Tag.objects.filter(manifest_id__in=manifest_ids).values("manifest_id").annotate(n=Count("id")).values_list("manifest_id", "n")
+        Tag.objects.filter(manifest_id__in=manifest_ids)
+        .values("manifest_id")
+        .annotate(n=Count("id"))
+        .values_list("manifest_id", "n")
     )
     selected = Counter(tag.manifest_id for tag in cached.values())
     client = client or client_for(repository.registry)
@@ -377,14 +400,18 @@ def bulk_preview(repository: Repository, selection: Mapping[str, str], client: R
     return rows
 
 
-def bulk_delete(request: HttpRequest | None, user, repository: Repository, selection: Mapping[str, str]) -> list[Outcome]:
+def bulk_delete(
+    request: HttpRequest | None, user, repository: Repository, selection: Mapping[str, str]
+) -> list[Outcome]:
     """Delete each selected tag (tag -> digest shown) on its own: one refusal or failure leaves
     the others to go ahead, and every tag gets its own audit entry."""
     with guarded_action(request, user, repository, BULK_DELETE, Role.MAINTAINER) as context:
         if len(selection) > BULK_LIMIT:
             raise ActionRefused(f"Select at most {BULK_LIMIT} tags at a time.")
         client = client_for(repository.registry)
-        outcomes = [try_delete_tag(request, user, repository, tag, digest, client=client) for tag, digest in selection.items()]
+        outcomes = [
+            try_delete_tag(request, user, repository, tag, digest, client=client) for tag, digest in selection.items()
+        ]
         done = sum(outcome.ok for outcome in outcomes)
         context.notes.append(f"{done} of {len(outcomes)} tags deleted")
     return outcomes
@@ -469,7 +496,9 @@ def pending_gc(registry: Registry, visible: Q | None) -> PendingGC:
         pending = pending.filter(visible)
     totals = pending.aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
     rows = list(
-        pending.values("repository").annotate(versions=Count("id"), bytes=Sum("freed_bytes")).order_by("-bytes", "repository")
+        pending.values("repository")
+        .annotate(versions=Count("id"), bytes=Sum("freed_bytes"))
+        .order_by("-bytes", "repository")
     )
     return PendingGC(last_gc(), totals["versions"], totals["bytes"] or 0, rows)
 

@@ -66,7 +66,7 @@ class RetentionPolicyForm(forms.ModelForm):
         help_texts = {
             "repository_pattern": "Glob on the full repository name: team-a/*, website-*, *",
             "tag_include": "Regular expression the whole tag must match, e.g. main-.* (empty: every tag).",
-            "tag_exclude": "Regular expression; matching tags are never deleted, e.g. latest|stable|v?\\d+\\.\\d+\\.\\d+",
+            "tag_exclude": "Regular expression; tags it matches in full are never deleted, e.g. latest|stable|v\\d+\\..*",
             "keep_newest": "Keep the newest N tags the policy covers, by created date.",
             "older_than_days": "Delete only tags created more than D days ago.",
             "keep_pulled_within_days": "Keep tags pulled within X days (when the registry reports pulls).",
@@ -130,6 +130,10 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
                 deletion.delete_tag(request, request.user, repository, tag, form.cleaned_data["digest"])
             except ActionRefused as refused:
                 error, status = refused.message, refused.status
+                # The refusal may have taught the cache something: where the tag points now, or
+                # that deletes are disabled.
+                found = Tag.objects.select_related("manifest").filter(pk=found.pk).first() or found
+                registry.refresh_from_db()
             else:
                 messages.success(request, _tag_deleted_message(tag, found.manifest, others))
                 return HttpResponseRedirect(back)
@@ -151,15 +155,18 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
         "may_delete": status != 403,
         "back": back,
     }
-    return _page_or_dialog(request, "dashboard/delete/confirm_tag.html", "dashboard/delete/_confirm_tag.html", context, status)
+    return _page_or_dialog(
+        request, "dashboard/delete/confirm_tag.html", "dashboard/delete/_confirm_tag.html", context, status
+    )
 
 
 def _tag_deleted_message(tag: str, manifest: Manifest, others: list[str]) -> str:
     if others:
-        return f"Deleted tag {tag}. {', '.join(others[:5])}{' …' if len(others) > 5 else ''} still point at {manifest.digest}."
+        names = ", ".join(others[:5]) + (" …" if len(others) > 5 else "")
+        return f"Deleted tag {tag}. {names} still {'points' if len(others) == 1 else 'point'} at {manifest.digest}."
     return (
-        f"Deleted tag {tag}. Its version {manifest.digest} has no tag left but stays stored (and pullable by "
-        "digest) until the version itself is deleted."
+        f"Deleted tag {tag}. Its version {manifest.digest} had no other tag: it stays stored and pullable by "
+        "digest, but is no longer listed here."
     )
 
 
@@ -183,6 +190,7 @@ def delete_version(request: HttpRequest, name: str, digest: str) -> HttpResponse
                 )
             except ActionRefused as refused:
                 error, status = refused.message, refused.status
+                registry.refresh_from_db()
             else:
                 messages.success(request, _version_deleted_message(deleted))
                 return HttpResponseRedirect(reverse("dashboard:repository", args=[repository.name]))
@@ -273,7 +281,9 @@ def bulk_delete(request: HttpRequest, name: str) -> HttpResponse:
         return _refused(request, refused.message, refused.status, back)
     context = {"repository": repository, "outcomes": outcomes, "back": back, "results_id": BULK_RESULTS}
     fragment = request.htmx and request.htmx.target == BULK_RESULTS
-    return render(request, "dashboard/delete/_bulk_results.html" if fragment else "dashboard/delete/bulk_results.html", context)
+    return render(
+        request, "dashboard/delete/_bulk_results.html" if fragment else "dashboard/delete/bulk_results.html", context
+    )
 
 
 # Retention ----------------------------------------------------------------------------------
@@ -283,7 +293,10 @@ def bulk_delete(request: HttpRequest, name: str) -> HttpResponse:
 @signed_in
 def retention_policies(request: HttpRequest) -> HttpResponse:
     policies = RetentionPolicy.objects.order_by("name")
-    context = {"policies": [(policy, retention.describe(policy)) for policy in policies], "can_manage": is_admin(request.user)}
+    context = {
+        "policies": [(policy, retention.describe(policy)) for policy in policies],
+        "can_manage": is_admin(request.user),
+    }
     return render(request, "dashboard/delete/retention_list.html", context)
 
 
@@ -298,7 +311,11 @@ def retention_policy_edit(request: HttpRequest, pk: int | None = None) -> HttpRe
     if request.method == "POST" and form.is_valid():
         before = retention.describe(policy) if policy is not None else ""
         saved = form.save()
-        change = f"changed policy {saved.name} from {before} to {retention.describe(saved)}" if before else f"added policy {saved.name}: {retention.describe(saved)}"
+        change = (
+            f"changed policy {saved.name} from {before} to {retention.describe(saved)}"
+            if before
+            else f"added policy {saved.name}: {retention.describe(saved)}"
+        )
         audit.record(request, "retention_policy_saved", AuditEntry.Outcome.OK, reason=change)
         messages.success(request, f"Saved policy {saved.name}. Preview it before applying it.")
         return HttpResponseRedirect(f"{reverse('dashboard:retention-preview')}?policy={saved.name}")

@@ -2,7 +2,7 @@
 
 Deletes and pulls only touch the database, so they are applied before the endpoint answers.
 A push needs registry reads (HEAD the tag, fetch new content), which the registry's short
-notification timeout leaves no room for: it is handed to `dispatch` and runs after the answer.
+notification timeout leaves no room for: it is handed to `dispatch`, a background task.
 Redelivered events (same id) are ignored; pulls are not recorded for that, since applying one
 twice changes nothing.
 """
@@ -10,14 +10,12 @@ twice changes nothing.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,8 +25,6 @@ from dashboard.registries import client_for
 from dashboard.registry import is_valid_digest, is_valid_repository_name, is_valid_tag
 from dashboard.registry.client import USER_AGENT
 from dashboard.registry.mediatypes import IMAGE_MANIFESTS, INDEXES, SCHEMA1, normalize
-
-logger = logging.getLogger(__name__)
 
 ENVELOPE_MEDIA_TYPES = frozenset(
     {
@@ -179,9 +175,6 @@ def forget_handled_events() -> int:
 
 # Background work ------------------------------------------------------------------------------
 
-_running: set[threading.Thread] = set()
-_running_lock = threading.Lock()
-
 
 def dispatch(function: Callable[..., object], *args: object) -> None:
     """Run `function(*args)` as a background task (dashboard.tasks): queued for the worker
@@ -193,25 +186,3 @@ def dispatch(function: Callable[..., object], *args: object) -> None:
     from dashboard.tasks import BACKGROUND_TASKS  # dashboard.tasks imports this module
 
     BACKGROUND_TASKS[function].enqueue(*args)
-
-
-def _run(function: Callable[..., object], args: tuple[object, ...]) -> None:
-    try:
-        function(*args)
-    # Nothing above this thread would report the error: log it with its traceback.
-    except Exception:
-        logger.exception("Background %s%r failed", function.__name__, args)
-    finally:
-        connections.close_all()  # this thread's connections would otherwise stay open
-        with _running_lock:
-            _running.discard(threading.current_thread())
-
-
-def wait_for_dispatched(timeout: float) -> bool:
-    """Wait until the dispatched work is done (tests, shutdown); False on timeout."""
-    with _running_lock:
-        threads = list(_running)
-    for thread in threads:
-        thread.join(timeout)
-    with _running_lock:
-        return not _running

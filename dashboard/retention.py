@@ -39,7 +39,7 @@ from dashboard.deletion import (
     freed_blobs,
     index_children,
     outcome_of,
-    pinned_by,
+    pin_summary,
     try_delete_tag,
 )
 from dashboard.models import (
@@ -202,7 +202,7 @@ def _plan_repository(
             if policy.pk in run_ids and verdicts[policy.pk].get(tag.name, (False, ""))[0]
         ]
         if digest in pins:
-            reason, goes = f"pinned by {pinned_by(pins[digest])}: {pins[digest].reason}", False
+            reason, goes = pin_summary(pins[digest]), False
         elif keeps:
             reason, goes = "; ".join(keeps), False
         elif deletes:
@@ -310,7 +310,10 @@ def _estimate(registry: Registry, result: Plan) -> None:
     removed_keys = {
         (repository.repository.pk, digest)
         for repository in result.repositories
-        for digest in [*repository.versions, *(child for children in repository.children.values() for child in children)]
+        for digest in [
+            *repository.versions,
+            *(child for children in repository.children.values() for child in children),
+        ]
     }
     if not removed_keys:
         return
@@ -351,8 +354,14 @@ def apply(
         done = outcomes[repository.name] = []
         done.extend(
             try_delete_tag(
-                request, user, repository, decision.tag, decision.digest,
-                client=client, action=RETENTION_DELETE_TAG, note=note,
+                request,
+                user,
+                repository,
+                decision.tag,
+                decision.digest,
+                client=client,
+                action=RETENTION_DELETE_TAG,
+                note=note,
             )
             for decision in repository_plan.tag_deletes
         )
@@ -360,8 +369,15 @@ def apply(
             children = repository_plan.children.get(digest, [])
             try:
                 deleted = delete_version(
-                    request, user, repository, digest, tags,
-                    children=children, client=client, action=RETENTION_DELETE_VERSION, note=note,
+                    request,
+                    user,
+                    repository,
+                    digest,
+                    tags,
+                    children=children,
+                    client=client,
+                    action=RETENTION_DELETE_VERSION,
+                    note=note,
                     freed_bytes=repository_plan.freed.get(digest),
                 )
             except ActionRefused as refused:

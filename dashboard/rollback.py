@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max
 from django.http import HttpRequest
@@ -23,7 +24,7 @@ from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Ro
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.client import FetchedManifest
-from dashboard.registry.errors import DigestMismatch, NotFound
+from dashboard.registry.errors import DigestMismatch, NotFound, RegistryError
 from dashboard.registry.manifests import ImageIndex, is_valid_digest, is_valid_tag
 from dashboard.sync import sync_tag
 
@@ -88,7 +89,13 @@ def pin_version(
 ) -> Pin:
     """Pin `digest`, or the digest `tag` points at right now when no digest is given."""
     with guarded_action(
-        request, user, repository, "pin", Role.OPERATOR, tag=_audited(tag, "tag"), digest_before=_audited(digest, "digest_before")
+        request,
+        user,
+        repository,
+        "pin",
+        Role.OPERATOR,
+        tag=_audited(tag, "tag"),
+        digest_before=_audited(digest, "digest_before"),
     ) as action:
         reason = reason.strip()
         if not reason:
@@ -107,8 +114,11 @@ def pin_version(
         action.digest_before = digest
         if digest != tag_digest and not _exists(client, repository.name, digest):
             raise TargetGone(digest)
-        tags_at_pin = set(Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True))
-        if tag_digest == digest:
+        cached_tags = Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True)
+        tags_at_pin = set(cached_tags)
+        # The cache may lag behind the registry; for the tag named, the registry's answer counts.
+        tags_at_pin.discard(tag)
+        if tag and tag_digest == digest:
             tags_at_pin.add(tag)
         try:
             with transaction.atomic():
@@ -130,7 +140,8 @@ def unpin_version(request: HttpRequest | None, user, repository: Repository, dig
         pin = Pin.objects.filter(repository=repository, digest=digest).first()
         if pin is None:
             raise ActionRefused(f"{digest[:200]} is not pinned.", status=404)
-        action.notes.append(f"pinned by {pin.created_by or 'a deleted user'} on {pin.created_at:%Y-%m-%d}: {pin.reason}")
+        who = pin.created_by or "a deleted user"
+        action.notes.append(f"pinned by {who} on {pin.created_at:%Y-%m-%d}: {pin.reason}")
         pin.delete()
 
 
@@ -213,7 +224,7 @@ class Period:
     row: TagHistory
     manifest: Manifest | None
     pinned: bool
-    ended_by_user: object = None
+    ended_by_user: User | None = None
 
     @property
     def exists(self) -> bool:
@@ -226,7 +237,8 @@ class Period:
 
     @property
     def started_by(self) -> str:
-        return _actor(self.row.get_started_by_display(), self.row.user if self.row.started_by == TagHistory.Source.USER else None)
+        by_user = self.row.started_by == TagHistory.Source.USER
+        return _actor(self.row.get_started_by_display(), self.row.user if by_user else None)
 
     @property
     def ended_by(self) -> str:
@@ -235,15 +247,14 @@ class Period:
         return _actor(self.row.get_ended_by_display(), self.ended_by_user)
 
 
-def _actor(source: str, user) -> str:
+def _actor(source: str, user: User | None) -> str:
     return f"{source} ({user})" if user is not None else source
 
 
 def tag_periods(repository: Repository, tag: str, limit: int = HISTORY_SHOWN) -> list[Period]:
     """The tag's history, newest first, with whether each digest still exists and is pinned."""
-    rows = list(
-        TagHistory.objects.filter(repository=repository, tag=tag).select_related("user").order_by("-since", "-id")[:limit]
-    )
+    history = TagHistory.objects.filter(repository=repository, tag=tag).select_related("user")
+    rows = list(history.order_by("-since", "-id")[:limit])
     digests = {row.digest for row in rows}
     manifests = {
         manifest.digest: manifest
@@ -256,7 +267,8 @@ def tag_periods(repository: Repository, tag: str, limit: int = HISTORY_SHOWN) ->
     newer = None
     for period in periods:
         if period.row.ended_by == TagHistory.Source.USER:
-            if newer is not None and newer.row.started_by == TagHistory.Source.USER and newer.row.since == period.row.until:
+            restored = newer is not None and newer.row.started_by == TagHistory.Source.USER
+            if restored and newer.row.since == period.row.until:
                 period.ended_by_user = newer.row.user
             elif period.row.started_by != TagHistory.Source.USER:
                 period.ended_by_user = period.row.user
@@ -338,7 +350,11 @@ def restore_tag(
         verified = client.head_manifest(repository.name, tag).digest
         if verified != digest:
             raise DigestMismatch(digest, verified)
-        sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER)
+        try:
+            sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER)
+        except RegistryError as error:
+            # The tag has moved all the same: report success, and let the next sync catch up.
+            action.notes.append(f"the cache was not refreshed: {error}")
         TagHistory.objects.filter(
             repository=repository, tag=tag, digest=digest, until__isnull=True, started_by=TagHistory.Source.USER
         ).update(user=user)

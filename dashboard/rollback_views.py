@@ -118,9 +118,9 @@ def _is_operator(request: HttpRequest, repository: Repository) -> bool:
 
 
 def _safe_next(request: HttpRequest, url: str, default: str) -> str:
-    if url and url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return url
-    return default
+    hosts = {request.get_host()}
+    allowed = url_has_allowed_host_and_scheme(url, allowed_hosts=hosts, require_https=request.is_secure())
+    return url if url and allowed else default
 
 
 def _pins_url(repository: Repository) -> str:
@@ -289,7 +289,8 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
             error, status = refused.message, refused.status
         else:
             if result.changed:
-                messages.success(request, f"{tag} now points at {digest} (it pointed at {result.previous or 'nothing'}).")
+                before = result.previous or "nothing"
+                messages.success(request, f"{tag} now points at {digest} (it pointed at {before}).")
             else:
                 messages.info(request, f"{tag} already pointed at {digest}; nothing was changed.")
             return HttpResponseRedirect(reverse("dashboard:tag-history", args=[repository.name, tag]))

@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 import pytest
+import requests
 import yaml
 from django.urls import resolve
 
-from dashboard.models import NotificationEvent, Tag
-from tests.support.deployment import REPO_ROOT, manage
+from tests.support.deployment import REPO_ROOT, dump_cache, gunicorn, manage, process_database
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port
 
@@ -133,35 +133,34 @@ def render_for_test(config: str, *, addr: str, root: Path, notify_url: str) -> s
     return config
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_shipped_registry_config_serves_pushes_and_notifies_a_live_dashboard(
-    tmp_path, live_server, settings, repo_name
-):
-    port = free_port()
-    registry = RegistryServer(url=f"http://127.0.0.1:{port}", port=port, root=tmp_path)
-    shipped = REGISTRY_CONFIG.read_text()
-    rendered = render_for_test(
-        shipped, addr=registry.host, root=tmp_path / "storage", notify_url=f"{live_server.url}/hooks/registry/"
-    )
-    changed = [(a, b) for a, b in zip(shipped.splitlines(), rendered.splitlines(), strict=True) if a != b]
-    assert len(changed) == 3
-    registry.config_path.write_text(rendered)
-    settings.REGISTRY_URL = registry.url
-    # The secret the shipped config sends, as compose gives it to the dashboard.
-    settings.REGISTRY_NOTIFICATIONS_SECRET = "change-me-notification-secret"
-
-    registry.start()
-    try:
-        image = ImagePusher(registry.url).push_image(repo_name, tags=("1.0",))
-        deadline = time.monotonic() + 20
-        while not Tag.objects.filter(repository__name=repo_name, name="1.0").exists():
-            assert time.monotonic() < deadline, (
-                f"no tag after the push; events handled: {list(NotificationEvent.objects.values('action', 'repository'))}"
-            )
-            time.sleep(0.1)
-    finally:
-        registry.stop()
-
-    tag = Tag.objects.get(repository__name=repo_name, name="1.0")
-    assert tag.manifest.digest == image.digest
-    assert tag.repository.registry.url == registry.url
+def test_the_shipped_registry_config_serves_pushes_and_notifies_a_running_dashboard(tmp_path, repo_name):
+    registry_port = free_port()
+    secret = "change-me-notification-secret"  # what the shipped config sends
+    env = {
+        "REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "REGISTRY_NOTIFICATIONS_SECRET": secret,
+        "DASHBOARD_PUBLIC_READ": "true",
+        # The push is synced while the registry waits for the answer: no worker to wait for.
+        "TASK_BACKEND": "immediate",
+    }
+    with process_database(tmp_path) as database_url, gunicorn(database_url, tmp_path / "web.log", **env) as web:
+        registry = RegistryServer(url=env["REGISTRY_URL"], port=registry_port, root=tmp_path / "registry")
+        registry.root.mkdir()
+        shipped = REGISTRY_CONFIG.read_text()
+        rendered = render_for_test(
+            shipped, addr=registry.host, root=registry.root / "storage", notify_url=f"{web.url}/hooks/registry/"
+        )
+        changed = [(a, b) for a, b in zip(shipped.splitlines(), rendered.splitlines(), strict=True) if a != b]
+        assert len(changed) == 3
+        registry.config_path.write_text(rendered)
+        registry.start()
+        try:
+            image = ImagePusher(registry.url).push_image(repo_name, tags=("1.0",))
+            deadline = time.monotonic() + 60
+            while requests.get(f"{web.url}/repositories/{repo_name}/", timeout=30).status_code != 200:
+                assert time.monotonic() < deadline, f"the push never reached the dashboard:\n{web.stop()}"
+                time.sleep(0.2)
+        finally:
+            registry.stop()
+        cache = dump_cache(database_url)
+    assert cache["tags"] == {repo_name: {"1.0": image.digest}}

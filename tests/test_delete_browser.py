@@ -40,7 +40,7 @@ def test_a_maintainer_deletes_one_tag_through_the_confirmation_dialog(
     expect(dialog).to_contain_text("the other tags on this digest stay")
     dialog.get_by_role("button", name="Delete tag latest").click()
 
-    expect(page.get_by_role("status").first).to_contain_text("Deleted tag latest. 1.0 still point")
+    expect(page.get_by_role("status").first).to_contain_text("Deleted tag latest. 1.0 still points")
     expect(page.locator("table.tags tbody tr")).to_have_count(2)
     assert pusher.tags(repo_name) == ["1.0", "2.0"]
     assert pusher.head_digest(repo_name, "1.0") == image.digest

@@ -33,7 +33,9 @@ def exists(pusher: ImagePusher, repo: str, digest: str) -> bool:
     return pusher.head_digest(repo, digest) is not None
 
 
-def push(pusher: ImagePusher, repo: str, tags, *, kind: str = "docker", created: datetime = JAN, salt: str = "") -> PushedImage:
+def push(
+    pusher: ImagePusher, repo: str, tags, *, kind: str = "docker", created: datetime = JAN, salt: str = ""
+) -> PushedImage:
     unique = f"{repo}-{salt or tags[0]}"
     if kind == "docker-index":
         return pusher.push_index(repo, tags, fmt="docker", created=created, unique=unique)
@@ -64,7 +66,12 @@ def test_deleting_a_tag_keeps_the_other_tags_on_its_digest(kind, dashboard, peop
     period = TagHistory.objects.get(repository=repository, tag="latest")
     assert (period.until is not None, period.ended_by, period.user) == (True, "user", people.maintainer)
     entry = audit_rows(repo_name, "delete_tag")[-1]
-    assert (entry.outcome, entry.user, entry.tag, entry.digest_before) == ("ok", people.maintainer, "latest", image.digest)
+    assert (entry.outcome, entry.user, entry.tag, entry.digest_before) == (
+        "ok",
+        people.maintainer,
+        "latest",
+        image.digest,
+    )
 
 
 def test_the_digest_guard_refuses_after_a_repush_and_the_new_image_stays(dashboard, people, pusher, repo_name):
@@ -90,7 +97,9 @@ def test_the_digest_guard_refuses_after_a_repush_and_the_new_image_stays(dashboa
 def test_a_pinned_version_cannot_lose_a_tag_or_be_deleted(dashboard, people, pusher, repo_name):
     image = push(pusher, repo_name, ["1.0", "production"])
     repository = dashboard.sync(repo_name)
-    rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=image.digest, reason="release 1.0")
+    rollback.pin_version(
+        None, people.operator, dashboard.registry, repository, digest=image.digest, reason="release 1.0"
+    )
 
     for attempt in (
         lambda: deletion.delete_tag(None, people.maintainer, repository, "production", image.digest),
@@ -212,7 +221,12 @@ def test_deleting_an_index_leaves_or_deletes_its_platform_images(with_children, 
     assert sorted(child.digest for child in children if child.orphaned) == sorted(c.digest for c in index.children)
 
     deleted = deletion.delete_version(
-        None, people.maintainer, repository, index.digest, ["1.0"], children=[c.digest for c in children] if with_children else []
+        None,
+        people.maintainer,
+        repository,
+        index.digest,
+        ["1.0"],
+        children=[c.digest for c in children] if with_children else [],
     )
 
     assert not exists(pusher, repo_name, index.digest)
@@ -229,7 +243,9 @@ def test_a_platform_image_another_index_uses_is_not_deleted(dashboard, people, p
     children = deletion.index_children(repository, [index.digest])[index.digest]
     assert [child.kept_because for child in children] == [f"also used by {other}"] * 2
 
-    deletion.delete_version(None, people.maintainer, repository, index.digest, ["1.0"], children=[c.digest for c in children])
+    deletion.delete_version(
+        None, people.maintainer, repository, index.digest, ["1.0"], children=[c.digest for c in children]
+    )
 
     assert all(exists(pusher, repo_name, child.digest) for child in index.children)
     assert "something else uses it now" in audit_rows(repo_name, "delete_version")[-1].reason
@@ -238,11 +254,15 @@ def test_a_platform_image_another_index_uses_is_not_deleted(dashboard, people, p
 # Many tags ----------------------------------------------------------------------------------
 
 
-def test_bulk_delete_reports_a_moved_tag_and_a_pinned_one_and_deletes_the_rest(dashboard, people, pusher, repo_name, client):
+def test_bulk_delete_reports_a_moved_tag_and_a_pinned_one_and_deletes_the_rest(
+    dashboard, people, pusher, repo_name, client
+):
     images = {name: push(pusher, repo_name, [name]) for name in ("a", "b", "c", "d")}
     repository = dashboard.sync(repo_name)
     moved = push(pusher, repo_name, ["c"], salt="c-again")
-    rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=images["d"].digest, reason="keep d")
+    rollback.pin_version(
+        None, people.operator, dashboard.registry, repository, digest=images["d"].digest, reason="keep d"
+    )
     client.force_login(people.maintainer)
     form = {"tags": list(images), **{f"digest:{name}": image.digest for name, image in images.items()}}
 
@@ -359,7 +379,12 @@ def test_mutating_urls_refuse_get_and_posts_without_a_csrf_token(dashboard, peop
         assert client.get(reverse(name, args=args)).status_code == 405
     forged = client.post(reverse("dashboard:delete-tag", args=[repo_name, "latest"]), {"digest": image.digest})
     assert forged.status_code == 403
-    assert client.post(reverse("dashboard:bulk-delete", args=[repo_name]), {"tags": ["latest"], "digest:latest": image.digest}).status_code == 403
+    assert (
+        client.post(
+            reverse("dashboard:bulk-delete", args=[repo_name]), {"tags": ["latest"], "digest:latest": image.digest}
+        ).status_code
+        == 403
+    )
     assert pusher.tags(repo_name) == ["latest"]
 
 

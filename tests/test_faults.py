@@ -8,10 +8,10 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -537,3 +537,59 @@ def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(
     assert response.status_code == 502
     assert upstream_pusher.head_digest(repo_name, "1.0") == image.digest
     assert len(failed_audits(repo_name, "delete_tag")) == 1
+
+
+# Dashboard: names outside the grammar -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (TAGS, b'{"name": "x", "tags": ["1.0", "<script>window.__pwned=1</script>", "../../etc"]}'),
+        (r"/_catalog", b'{"repositories": ["<img src=x onerror=alert(1)>", "UPPER/Case", "a//b"]}'),
+    ],
+    ids=["tags", "catalog"],
+)
+def test_names_no_registry_may_hold_are_refused_not_crashed_on(
+    path: str,
+    body: bytes,
+    site: Registry,
+    proxy: FaultProxy,
+    upstream_pusher: ImagePusher,
+    repo_name: str,
+    client: Client,
+    admin: User,
+) -> None:
+    upstream_pusher.push_image(repo_name, ["1.0"])
+    sync_registry(site, client_for(site))
+    before = cache_snapshot()
+    proxy.set_fault(Fault("body", body=body, methods={"GET"}, path=path))
+
+    catalog_refresh = client.post(reverse("dashboard:catalog-refresh"), follow=True)
+    recorded = Repository.objects.get(registry=site, name=repo_name).last_sync_error
+    repository_refresh = client.post(reverse("dashboard:repository-refresh", args=[repo_name]), follow=True)
+
+    assert "not a valid" in recorded
+    for response in (catalog_refresh, repository_refresh):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "<script>window" not in html and "<img src=x" not in html
+    assert not Repository.objects.filter(name__contains="<").exists()
+    assert not Tag.objects.filter(name__contains="<").exists()
+    assert cache_snapshot()["manifests"] == before["manifests"]
+
+
+def test_the_sync_command_reports_an_unreachable_registry_as_a_command_error(
+    site: Registry, proxy: FaultProxy, upstream_pusher: ImagePusher, repo_name: str
+) -> None:
+    upstream_pusher.push_image(repo_name, ["1.0"])
+    sync_registry(site, client_for(site))
+    before = cache_snapshot()
+    proxy.refuse_connections()
+
+    with pytest.raises(CommandError, match="Sync failed: Cannot connect"):
+        call_command("sync_registry")
+
+    assert cache_snapshot() == before
+    site.refresh_from_db()
+    assert site.reachable is False and site.unreachable_since is not None

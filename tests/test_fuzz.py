@@ -27,6 +27,8 @@ from dashboard.registry.manifests import (
     ImageIndex,
     ImageManifest,
     align_history,
+    is_valid_repository_name,
+    is_valid_tag,
     parse_catalog_page,
     parse_image_config,
     parse_manifest,
@@ -191,13 +193,15 @@ def check_config(raw: bytes) -> None:
     assert all(isinstance(value, str) for value in (*config.env, *config.labels.values()))
 
 
-def check_list(parse: Callable[[bytes], list[str]]) -> Callable[[bytes], None]:
+def check_list(parse: Callable[[bytes], list[str]], valid: Callable[[object], bool]) -> Callable[[bytes], None]:
+    """Lists of names the client builds URLs from: only names it accepts get through."""
+
     def check(raw: bytes) -> None:
         try:
             names = parse(raw)
         except InvalidResponse:
             return
-        assert all(isinstance(name, str) for name in names)
+        assert all(valid(name) for name in names)
 
     return check
 
@@ -303,13 +307,13 @@ TARGETS: dict[str, Target] = {
         encoded(st.fixed_dictionaries({}, optional={"repositories": maybe(st.lists(maybe(short_text)))})).map(
             lambda raw: (raw,)
         ),
-        check_list(parse_catalog_page),
+        check_list(parse_catalog_page, is_valid_repository_name),
     ),
     "tag-list": Target(
         encoded(st.fixed_dictionaries({}, optional={"name": maybe(short_text), "tags": maybe(st.lists(maybe(short_text)))})).map(
             lambda raw: (raw,)
         ),
-        check_list(parse_tag_list),
+        check_list(parse_tag_list, is_valid_tag),
     ),
     "token-response": Target(encoded(token_objects).map(lambda raw: (raw,)), check_token_response),
     "www-authenticate": Target((header_soup | st.text()).map(lambda header: (header,)), check_www_authenticate),

@@ -475,6 +475,41 @@ def test_the_admin_persona_does_see_the_hidden_repository(world: World):
         assert any(secret in body for body in bodies), secret
 
 
+# Public read: anonymous visitors browse, and still cannot act -----------------------------
+
+PUBLIC_WHEN_READ_IS_OPEN = {
+    "dashboard:catalog",
+    "dashboard:repository",
+    "dashboard:tag",
+    "dashboard:manifest",
+    "dashboard:tag-history",
+    "dashboard:compare",
+    "dashboard:rollback",
+    "dashboard:pins",
+    "dashboard:task-status",
+}
+
+
+def test_public_read_opens_browsing_only(world: World):
+    problems = []
+    client = Client()
+    with override_settings(DASHBOARD_PUBLIC_READ=True):
+        for name, route in sorted(ROUTES.items()):
+            if route.kind not in ("page", "repository"):
+                continue
+            for method, repository, _ in cases(route, "viewer"):
+                with transaction.atomic():
+                    response = request(client, world, name, method, "anonymous", repository, htmx=False)
+                    transaction.set_rollback(True)
+                if method == "GET" and name in PUBLIC_WHEN_READ_IS_OPEN:
+                    want = route.calls[method].ok
+                else:
+                    want = 403 if route.fragment else 302
+                if response.status_code != want:
+                    problems.append(f"{name} {method} {repository or '-'} -> {response.status_code}, expected {want}")
+    assert problems == [], "\n".join(problems)
+
+
 # CSRF --------------------------------------------------------------------------------------
 
 

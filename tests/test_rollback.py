@@ -14,8 +14,8 @@ from django.urls import reverse
 
 from dashboard import deletion, rollback
 from dashboard.actions import ActionRefused
-from dashboard.models import AuditEntry, Manifest, Pin, Tag, TagHistory
-from tests.rollback_support import Dashboard, People, dashboard, people, skopeo_digest  # noqa: F401 (fixtures)
+from dashboard.models import AuditEntry, Pin, Tag, TagHistory
+from tests.rollback_support import Dashboard, dashboard, people, skopeo_digest  # noqa: F401 (fixtures)
 from tests.support.images import ImagePusher, PushedImage
 
 pytestmark = pytest.mark.django_db
@@ -232,8 +232,10 @@ def test_a_pinned_tag_moved_by_a_push_is_flagged_on_the_pins_and_history_pages(
     pins_page = client.get(reverse("dashboard:pins"), {"repository": repository.name})
     assert pins_page.status_code == 200
     assert b"has moved to" in pins_page.content
-    history_page = client.get(reverse("dashboard:tag-history", args=[repository.name, "production"]))
-    assert b"has moved since" in history_page.content
+    for page in ("dashboard:tag-history", "dashboard:tag"):
+        assert b"has moved since" in client.get(reverse(page, args=[repository.name, "production"])).content
+    # 2.0 still points at the pinned version: nothing to flag on its page.
+    assert b"has moved since" not in client.get(reverse("dashboard:tag", args=[repository.name, "2.0"])).content
 
 
 def test_the_pins_page_lists_only_visible_repositories(two_releases, dashboard, people, client):

@@ -17,23 +17,10 @@ from django.core.management import call_command
 from dashboard.models import Repository, Tag, TaskProgress
 from dashboard.tasks import enqueue_sync, sync_registry_task, sync_repository_task
 from tests.personas import make_user
-from tests.support.deployment import gunicorn, manage, process_database, start_manage
+from tests.support.deployment import dump_cache, gunicorn, manage, process_database, start_manage
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port, start_registry
 
-
-# Prints the cache as JSON: {repository: {tag: digest}}, plus the integrity facts the tests check.
-CACHE_DUMP = """
-import json
-from django.db.models import Count
-from dashboard.models import Manifest, Tag, TagHistory
-tags = {}
-for tag in Tag.objects.select_related("repository", "manifest"):
-    tags.setdefault(tag.repository.name, {})[tag.name] = tag.manifest.digest
-open_periods = list(TagHistory.objects.filter(until__isnull=True).values("repository__name", "tag", "digest"))
-duplicates = Manifest.objects.values("repository", "digest").annotate(n=Count("id")).filter(n__gt=1).count()
-print(json.dumps({"tags": tags, "open_periods": open_periods, "duplicate_manifests": duplicates}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +41,6 @@ def database_tasks(settings) -> None:
     """Queue tasks in the test database, as production does, instead of running them inline."""
     # Through the settings fixture: mixed with override_settings, a stale TASKS would outlive the test.
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-
-
-def dump_cache(database_url: str) -> dict:
-    return json.loads(manage(database_url, "shell", "--no-imports", "-c", CACHE_DUMP).stdout)
 
 
 def assert_consistent(cache: dict, repository: str, expected: dict[str, str]) -> None:

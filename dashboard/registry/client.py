@@ -14,6 +14,7 @@ import itertools
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -361,8 +362,16 @@ class RegistryClient:
             error = error_from_response(400, body, response.headers, method="DELETE")
             if error.code != "DIGEST_INVALID":
                 raise error
-            self.head_manifest(repository, tag)  # NotFound here, before we would create the tag
-            self.delete_manifest(repository, self._push_tombstone(repository, tag))
+            # NotFound here, before we would create the tag; the bytes put the tag back below.
+            original = self.get_manifest(repository, tag)
+            try:
+                self.delete_manifest(repository, self._push_tombstone(repository, tag))
+            except RegistryError:
+                # Left on the tombstone, the tag would point at nothing anyone pushed. When the
+                # registry is gone this fails too: the caller's error stands either way.
+                with suppress(RegistryError):
+                    self.put_manifest(repository, tag, original.raw, original.media_type)
+                raise
 
     # Helpers of the operations
 

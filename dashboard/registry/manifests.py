@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -265,13 +265,23 @@ def parse_manifest(raw: bytes, content_type: str | None = None) -> Manifest:
 
 def parse_catalog_page(raw: bytes) -> list[str]:
     """`{"repositories": [...]}` from GET /v2/_catalog."""
-    return list(_strings(_load_object(raw, "catalog page"), "repositories", "catalog"))
+    names = _strings(_load_object(raw, "catalog page"), "repositories", "catalog")
+    return _grammatical(names, is_valid_repository_name, "repository name")
 
 
 def parse_tag_list(raw: bytes) -> list[str]:
     """`{"name": ..., "tags": [...]}` from GET /v2/<name>/tags/list. Distribution sends
     `"tags": null` once every tag of a repository was deleted."""
-    return list(_strings(_load_object(raw, "tag list"), "tags", "tag list"))
+    return _grammatical(_strings(_load_object(raw, "tag list"), "tags", "tag list"), is_valid_tag, "tag")
+
+
+def _grammatical(names: Sequence[str], valid: Callable[[object], bool], what: str) -> list[str]:
+    # URLs are built from these names, and the URL builders reject (ValueError) what a
+    # registry cannot hold; a registry listing one anyway sent an unusable answer.
+    for name in names:
+        if not valid(name):
+            raise InvalidResponse(f"The registry listed {name[:100]!r}, which is not a valid {what}")
+    return list(names)
 
 
 def parse_image_config(raw: bytes) -> ImageConfig:

@@ -40,7 +40,9 @@ def repository_pins_panel(context: template.Context, repository: Repository) -> 
 
 
 @register.inclusion_tag("dashboard/rollback/_version_panel.html", takes_context=True)
-def version_panel(context: template.Context, repository: Repository, manifest: Manifest, tag: Tag | None = None) -> dict:
+def version_panel(
+    context: template.Context, repository: Repository, manifest: Manifest, tag: Tag | None = None
+) -> dict:
     """Pin state of the version, and for a tag: its compact history and moved-pin warnings."""
     periods = rollback.tag_periods(repository, tag.name, limit=COMPACT_PERIODS) if tag else []
     previous = next((p for p in periods if not p.current and p.exists and p.row.digest != manifest.digest), None)

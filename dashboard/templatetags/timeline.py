@@ -86,7 +86,8 @@ def _title(period: Period) -> str:
     until = "now" if period.current else _moment(period.row.until)
     state = "current" if period.current else ("still in the registry" if period.exists else "deleted from the registry")
     ended = f"; ended: {period.ended_by}" if period.ended_by else ""
-    return f"{period.row.digest} from {_moment(period.row.since)} until {until} ({state}; started: {period.started_by}{ended})"
+    when = f"from {_moment(period.row.since)} until {until}"
+    return f"{period.row.digest} {when} ({state}; started: {period.started_by}{ended})"
 
 
 def _fill(period: Period) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -28,6 +29,24 @@ from tests.support.registry_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
+
+# Prints the cache as JSON: {repository: {tag: digest}}, plus the integrity facts the tests check.
+CACHE_DUMP = """
+import json
+from django.db.models import Count
+from dashboard.models import Manifest, Tag, TagHistory
+tags = {}
+for tag in Tag.objects.select_related("repository", "manifest"):
+    tags.setdefault(tag.repository.name, {})[tag.name] = tag.manifest.digest
+open_periods = list(TagHistory.objects.filter(until__isnull=True).values("repository__name", "tag", "digest"))
+duplicates = Manifest.objects.values("repository", "digest").annotate(n=Count("id")).filter(n__gt=1).count()
+print(json.dumps({"tags": tags, "open_periods": open_periods, "duplicate_manifests": duplicates}))
+"""
+
+
+def dump_cache(database_url: str) -> dict:
+    """What a dashboard process sees in the cache (see CACHE_DUMP)."""
+    return json.loads(manage(database_url, "shell", "--no-imports", "-c", CACHE_DUMP).stdout)
 
 
 @contextmanager

@@ -38,14 +38,17 @@ KINDS = frozenset(
         "status",  # answer `status` (with `retry_after` when set) without forwarding
         "truncate",  # forward, but send half the body under the full Content-Length, then close
         "invalid_json",  # forward, but replace the body with broken JSON (digest header to match)
+        "body",  # forward, but replace the body with `body` (digest header to match)
         "wrong_digest",  # forward, but change the body so it no longer matches Docker-Content-Digest
         "huge",  # answer a valid 10 MiB manifest (with its own correct digest)
+        "serve",  # answer `body` as a manifest of `content_type` (with its own correct digest)
         "foreign_link",  # forward, adding a Link rel="next" to `foreign_url`
         "foreign_realm",  # answer 401 with a Bearer challenge whose realm is `foreign_url`
         "down",  # reset this connection and refuse every later one until accept_connections()
     }
 )
 HUGE_SIZE = 10 * 1024 * 1024
+INVALID_JSON = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {'
 UPSTREAM_TIMEOUT = 30
 
 
@@ -64,6 +67,8 @@ class Fault:
     retry_after: str | None = None
     delay: float = 2.0
     foreign_url: str = ""
+    body: bytes = b""
+    content_type: str = "application/vnd.oci.image.manifest.v1+json"
     methods: Collection[str] | None = None
     path: str | None = None
     after: int = 0
@@ -283,8 +288,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault is not None and kind == "foreign_realm":
             self._send(_foreign_challenge(fault.foreign_url, self.path))
             return
-        if fault is not None and kind == "huge":
-            self._send(_huge_manifest(self.command))
+        if fault is not None and kind in ("huge", "serve"):
+            self._send(_huge_manifest() if kind == "huge" else _manifest_answer(fault.body, fault.content_type))
             return
         if fault is not None and kind == "latency":
             time.sleep(fault.delay)
@@ -393,34 +398,35 @@ def _foreign_challenge(foreign_url: str, path: str) -> _Answer:
     return answer
 
 
-def _huge_manifest(method: str) -> _Answer:
+def _huge_manifest() -> _Answer:
     """A well-formed OCI manifest padded past 10 MiB with annotation text."""
-    digest = sha256_digest(b"{}")
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": 2},
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(b"{}"), "size": 2},
         "layers": [],
         "annotations": {"padding": "x" * HUGE_SIZE},
     }
-    body = json.dumps(manifest).encode()
+    return _manifest_answer(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+
+def _manifest_answer(body: bytes, content_type: str) -> _Answer:
+    """What the registry answers for a manifest, GET or HEAD (_send leaves out a HEAD's body)."""
     headers = [
-        ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
         ("Docker-Content-Digest", sha256_digest(body)),
         ("Docker-Distribution-Api-Version", "registry/2.0"),
     ]
-    answer = _Answer(200, "OK", headers, body)
-    if method == "HEAD":
-        answer.headers.append(("Content-Length", str(len(body))))
-    return answer
+    return _Answer(200, "OK", headers, body)
 
 
 def _mangle(answer: _Answer, fault: Fault) -> None:
     """Change a forwarded answer in place for the content faults."""
     if fault.kind == "foreign_link":
         answer.replace_header("Link", f'<{fault.foreign_url.rstrip("/")}/v2/_catalog?last=a&n=1>; rel="next"')
-    elif fault.kind == "invalid_json":
-        answer.body = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {'
+    elif fault.kind in ("invalid_json", "body"):
+        answer.body = fault.body if fault.kind == "body" else INVALID_JSON
         # A matching digest, so the client gets as far as parsing (by-tag reads trust the header).
         if answer.header("Docker-Content-Digest"):
             answer.replace_header("Docker-Content-Digest", sha256_digest(answer.body))

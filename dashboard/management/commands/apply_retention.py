@@ -20,7 +20,9 @@ class Command(BaseCommand):
     help = "Apply the enabled retention policies (or one, with --policy); --dry-run only lists what would go."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--dry-run", action="store_true", help="List what would be deleted and kept; change nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="List what would be deleted and kept; change nothing."
+        )
         parser.add_argument("--policy", metavar="NAME", help="Run only this policy (even when it is disabled).")
 
     def handle(self, *args, dry_run: bool = False, policy: str | None = None, **options) -> None:
