@@ -231,7 +231,9 @@ def main() -> None:
 
 def report(pages: dict[str, list[float]], baselines: dict[str, list[float]], args: argparse.Namespace) -> None:
     rows = {label: (statistics.median(s) * 1000, percentile(s, 0.95) * 1000) for label, s in (pages | baselines).items()}
-    print(f"\n{'':52} {'p50 ms':>10} {'p95 ms':>10}")
+    # Other work on the machine stretches every figure; the load average says how much there was.
+    print(f"\nLoad average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"{'':52} {'p50 ms':>10} {'p95 ms':>10}")
     for label, (p50, p95) in rows.items():
         print(f"{label:52} {p50:10.1f} {p95:10.1f}")
     repository = rows["repository, newest first"][0]
@@ -243,7 +245,7 @@ def report(pages: dict[str, list[float]], baselines: dict[str, list[float]], arg
     results.mkdir(exist_ok=True)
     (results / "pages.json").write_text(
         json.dumps(
-            {"args": vars(args), "p50_p95_ms": rows, "ratio_a": ratio_a, "ratio_b": ratio_b, "at": datetime.now(timezone.utc).isoformat()},
+            {"args": vars(args), "load_average": os.getloadavg(), "p50_p95_ms": rows, "ratio_a": ratio_a, "ratio_b": ratio_b, "at": datetime.now(timezone.utc).isoformat()},
             indent=2,
         )
     )

@@ -84,11 +84,12 @@ def photograph(base_url: str) -> None:
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
+    # name -> (path, whole page): the tag pages are long, and their point is what is below the fold.
     pages = {
-        "catalog": "/",
-        "repository": "/repositories/website-ecommerce/",
-        "tag": "/repositories/website-ecommerce/-/tags/v2.0/",
-        "multi-arch": "/repositories/shop-api/-/tags/3.2.0/",
+        "catalog": ("/", False),
+        "repository": ("/repositories/website-ecommerce/", False),
+        "tag": ("/repositories/website-ecommerce/-/tags/v2.0/", True),
+        "multi-arch": ("/repositories/shop-api/-/tags/3.2.0/", False),
     }
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -102,10 +103,10 @@ def photograph(base_url: str) -> None:
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(base_url + "/")
-            for name, path in pages.items():
+            for name, (path, whole) in pages.items():
                 page.goto(path)
                 suffix = "" if scheme == "light" else "-dark"
-                page.screenshot(path=OUT / f"{name}{suffix}.png")
+                page.screenshot(path=OUT / f"{name}{suffix}.png", full_page=whole)
                 print(f"  {OUT.relative_to(ROOT) / f'{name}{suffix}.png'}")
             context.close()
         browser.close()

@@ -75,6 +75,12 @@ def namespaces(repositories: QuerySet[Repository]) -> list[str]:
 class CosignTag:
     kind: str
     subject_digest: str
+    suffix: str
+
+    @property
+    def short_name(self) -> str:
+        """`sha256-3f2a1c9d0b7e….sig`: the full name is 75 characters of mostly digest."""
+        return f"sha256-{self.subject_digest[7:19]}….{self.suffix}"
 
 
 def cosign_tag(tag_name: str) -> CosignTag | None:
@@ -82,7 +88,7 @@ def cosign_tag(tag_name: str) -> CosignTag | None:
     match = _COSIGN_TAG.fullmatch(tag_name)
     if match is None:
         return None
-    return CosignTag(COSIGN_KINDS[match["suffix"]], f"sha256:{match['hex']}")
+    return CosignTag(COSIGN_KINDS[match["suffix"]], f"sha256:{match['hex']}", match["suffix"])
 
 
 def platforms_of(manifest: Manifest) -> list[str]:
@@ -128,6 +134,7 @@ class TagRow:
     tag: Tag
     url: str
     manifest_url: str
+    cosign: CosignTag | None
     # (name, url) of the first few other tags on the same digest.
     siblings: list[tuple[str, str]] = field(default_factory=list)
     more_siblings: int = 0
@@ -142,8 +149,8 @@ class TagRow:
         return platforms_of(self.tag.manifest)
 
     @property
-    def cosign(self) -> CosignTag | None:
-        return cosign_tag(self.tag.name)
+    def label(self) -> str:
+        return self.cosign.short_name if self.cosign else self.tag.name
 
 
 def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
@@ -173,7 +180,7 @@ def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
 def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
     """Rows for one page of tags: two queries, whatever the page or repository size."""
     links = RowLinks.of(repository)
-    rows = [TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest)) for tag in tags]
+    rows = [TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest), cosign_tag(tag.name)) for tag in tags]
     manifest_ids = {tag.manifest_id for tag in tags}
     # The first few other names of each digest and how many there are, counted in the database
     # so a digest carrying thousands of tags costs no more rows than one carrying four.

@@ -7,6 +7,8 @@ confirmation pages, which show the form on GET and act on POST.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -307,9 +309,10 @@ def retention_policy_edit(request: HttpRequest, pk: int | None = None) -> HttpRe
     if not is_admin(request.user):
         raise PermissionDenied("Only admins manage retention policies.")
     policy = get_object_or_404(RetentionPolicy, pk=pk) if pk is not None else None
+    # Before validation, which writes the submitted values onto the instance.
+    before = retention.describe(policy) if policy is not None else ""
     form = RetentionPolicyForm(request.POST or None, instance=policy)
     if request.method == "POST" and form.is_valid():
-        before = retention.describe(policy) if policy is not None else ""
         saved = form.save()
         change = (
             f"changed policy {saved.name} from {before} to {retention.describe(saved)}"
@@ -318,7 +321,7 @@ def retention_policy_edit(request: HttpRequest, pk: int | None = None) -> HttpRe
         )
         audit.record(request, "retention_policy_saved", AuditEntry.Outcome.OK, reason=change)
         messages.success(request, f"Saved policy {saved.name}. Preview it before applying it.")
-        return HttpResponseRedirect(f"{reverse('dashboard:retention-preview')}?policy={saved.name}")
+        return HttpResponseRedirect(f"{reverse('dashboard:retention-preview')}?{urlencode({'policy': saved.name})}")
     status = 400 if request.method == "POST" else 200
     return render(request, "dashboard/delete/retention_form.html", {"form": form, "policy": policy}, status=status)
 

@@ -150,6 +150,12 @@ class Readout:
     unsettled: set[str] = field(default_factory=set)  # tags caught mid-delete (tombstones)
     pinned_present: dict[str, bool] = field(default_factory=dict)
 
+    def add(self, digest: str, content: Content | None) -> None:
+        if content is None:
+            self.absent.add(digest)
+        else:
+            self.fetched[digest] = content
+
 
 def read_repository(
     client: RegistryClient,
@@ -173,15 +179,14 @@ def read_repository(
         missing = sorted(wanted - known(wanted) - readout.fetched.keys() - readout.absent)
         wanted = set()
         for digest, content in zip(missing, mapper(partial(_fetch_content, client, name), missing)):
-            if content is None:
-                readout.absent.add(digest)
-            else:
-                readout.fetched[digest] = content
+            readout.add(digest, content)
+            if content is not None:
                 wanted.update(content.child_digests)
     _settle(readout)
     tagged = set(readout.heads.values())
     unknown_pins = sorted(set(pinned) - tagged)
-    readout.pinned_present = dict(zip(unknown_pins, mapper(partial(_exists, client, name), unknown_pins)))
+    found = mapper(partial(_head_digest, client, name), unknown_pins)
+    readout.pinned_present = {digest: answer is not None for digest, answer in zip(unknown_pins, found)}
     return readout
 
 
@@ -199,19 +204,13 @@ def _settle(readout: Readout) -> None:
             content.fields["fetch_error"] = f"Platform manifests missing from the registry: {', '.join(lost)}"
 
 
-def _head_digest(client: RegistryClient, repository: str, tag: str) -> str | None:
+def _head_digest(client: RegistryClient, repository: str, reference: str) -> str | None:
+    """The digest a tag points at (or a digest itself); None when the registry has no such thing,
+    e.g. a tag deleted since the tag list was read."""
     try:
-        return client.head_manifest(repository, tag).digest
+        return client.head_manifest(repository, reference).digest
     except NotFound:
-        return None  # deleted since the tag list was read
-
-
-def _exists(client: RegistryClient, repository: str, digest: str) -> bool:
-    try:
-        client.head_manifest(repository, digest)
-    except NotFound:
-        return False
-    return True
+        return None
 
 
 def _fetch_content(client: RegistryClient, repository: str, digest: str) -> Content | None:
@@ -262,7 +261,9 @@ def _base_fields(fetched: FetchedManifest, *, size: int) -> dict[str, Any]:
     }
 
 
-def _image_content(client: RegistryClient, repository: str, fetched: FetchedManifest, manifest: ImageManifest) -> Content:
+def _image_content(
+    client: RegistryClient, repository: str, fetched: FetchedManifest, manifest: ImageManifest
+) -> Content:
     fields = _base_fields(fetched, size=len(fetched.raw) + manifest.total_size)
     fields.update(
         artifact_type=(manifest.artifact_type or "")[:TYPE_MAX_LENGTH],
@@ -357,11 +358,9 @@ class _Cached:
     """A Manifest row of the repository being written, without its bulky columns."""
 
     id: int
-    kind: str
     children: list[dict[str, Any]]
     size: int
     created: datetime | None
-    fetch_error: str
 
     @property
     def child_digests(self) -> list[str]:
@@ -389,42 +388,68 @@ def write_repository(
         except _MissingContent as missing:
             # Outside the transaction: registry reads never hold the write lock.
             for digest in sorted(missing.digests):
-                content = _fetch_content(client, readout.name, digest)
-                if content is None:
-                    readout.absent.add(digest)
-                else:
-                    readout.fetched[digest] = content
+                readout.add(digest, _fetch_content(client, readout.name, digest))
             _settle(readout)
     raise RegistryError(f"The content of {readout.name} kept changing during the sync; try again")
 
 
 def _apply(repository: Repository, readout: Readout, source: str, now: datetime) -> RepositoryResult:
-    # Serialises writers of one repository (SQLite's IMMEDIATE transactions already do).
+    # Serialises writers of one repository (SQLite's IMMEDIATE transactions already do), and
+    # everything below is read after the lock, so a concurrent sync's rows are seen, not duplicated.
     repository = Repository.objects.select_for_update().get(pk=repository.pk)
     cached = _cached_manifests(repository)
-    tags = {name: (tag_id, manifest_id) for tag_id, name, manifest_id in Tag.objects.filter(repository=repository).values_list("id", "name", "manifest_id")}
-    digest_of = {row.id: digest for digest, row in cached.items()}
-    result = RepositoryResult(readout.name)
-
+    rows = Tag.objects.filter(repository=repository).values_list("id", "name", "manifest_id")
+    tags = {name: (tag_id, manifest_id) for tag_id, name, manifest_id in rows}
     target = {tag: digest for tag, digest in readout.heads.items() if digest and tag not in readout.unsettled}
     if readout.complete:
         gone = set(tags) - set(target) - readout.unsettled
     else:
         gone = {tag for tag, digest in readout.heads.items() if digest is None and tag in tags}
+    result = RepositoryResult(readout.name, tags=len(target), removed_tags=len(gone))
 
     created = _create_manifests(repository, readout, cached, set(target.values()), now, result)
-
+    digest_of = {row.id: digest for digest, row in cached.items()}
     new_tags = [tag for tag in target if tag not in tags]
-    moved = [tag for tag in target if tag in tags and digest_of.get(tags[tag][1]) != target[tag]]
-    if new_tags or moved or gone:
-        # New tags too: a period left open by an earlier failure would break "one open period".
-        close_periods(repository, [*new_tags, *moved, *gone], source, now)
-        TagHistory.objects.bulk_create(
-            TagHistory(repository=repository, tag=tag, digest=target[tag], since=now, started_by=source)
-            for tag in [*new_tags, *moved]
-        )
-    if gone:
-        Tag.objects.filter(id__in=[tags[tag][0] for tag in gone]).delete()
+    moved = [tag for tag in target if tag in tags and digest_of[tags[tag][1]] != target[tag]]
+    _write_tags(repository, tags, target, new_tags, moved, gone, cached, source, now)
+    seen = Tag.objects.filter(repository=repository)
+    if not readout.complete:
+        seen = seen.filter(name__in=list(target))
+    seen.update(last_seen_at=now)
+
+    untouched = {digest_of[manifest_id] for tag, (_, manifest_id) in tags.items() if tag not in gone | target.keys()}
+    pruned = prune(repository, cached, set(target.values()) | untouched, readout.pinned_present, now)
+    result.changed = bool(new_tags or moved or gone or created or pruned)
+    updates: dict[str, Any] = {"last_sync_error": "", "last_sync_error_at": None}
+    if readout.complete:
+        updates["last_synced_at"] = now
+    if result.changed or repository.tag_count != len(tags) - len(gone) + len(new_tags):
+        updates.update(repository_totals(repository))
+    Repository.objects.filter(pk=repository.pk).update(**updates)
+    return result
+
+
+def _write_tags(
+    repository: Repository,
+    tags: dict[str, tuple[int, int]],
+    target: dict[str, str],
+    new_tags: list[str],
+    moved: list[str],
+    gone: set[str],
+    cached: dict[str, _Cached],
+    source: str,
+    now: datetime,
+) -> None:
+    """Create, move and delete Tag rows in bulk, closing and opening their history periods."""
+    if not (new_tags or moved or gone):
+        return
+    # New tags too: a period left open by an earlier failure would break "one open period".
+    close_periods(repository, [*new_tags, *moved, *gone], source, now)
+    TagHistory.objects.bulk_create(
+        TagHistory(repository=repository, tag=tag, digest=target[tag], since=now, started_by=source)
+        for tag in [*new_tags, *moved]
+    )
+    Tag.objects.filter(id__in=[tags[tag][0] for tag in gone]).delete()
     Tag.objects.bulk_create(
         Tag(
             repository=repository,
@@ -438,35 +463,16 @@ def _apply(repository: Repository, readout: Readout, source: str, now: datetime)
         )
         for tag in new_tags
     )
-    Tag.objects.bulk_update(
-        [
-            Tag(id=tags[tag][0], manifest_id=cached[target[tag]].id, created=cached[target[tag]].created, pointed_at=now)
-            for tag in moved
-        ],
-        ["manifest", "created", "pointed_at"],
-    )
-    seen = Tag.objects.filter(repository=repository)
-    if not readout.complete:
-        seen = seen.filter(name__in=list(target))
-    seen.update(last_seen_at=now)
-
-    kept = {digest_of[manifest_id] for tag, (_, manifest_id) in tags.items() if tag not in gone and tag not in target}
-    pruned = prune(repository, cached, set(target.values()) | kept, readout.pinned_present, now)
-    result.tags = len(target)
-    result.removed_tags = len(gone)
-    result.changed = bool(new_tags or moved or gone or created or pruned)
-    updates: dict[str, Any] = {"last_sync_error": "", "last_sync_error_at": None}
-    if readout.complete:
-        updates["last_synced_at"] = now
-    if result.changed or repository.tag_count != len(tags) - len(gone) + len(new_tags):
-        updates.update(repository_totals(repository))
-    Repository.objects.filter(pk=repository.pk).update(**updates)
-    return result
+    moved_rows = [
+        Tag(id=tags[tag][0], manifest_id=cached[target[tag]].id, created=cached[target[tag]].created, pointed_at=now)
+        for tag in moved
+    ]
+    Tag.objects.bulk_update(moved_rows, ["manifest", "created", "pointed_at"])
 
 
 def _cached_manifests(repository: Repository) -> dict[str, _Cached]:
     rows = Manifest.objects.filter(repository=repository).values_list(
-        "digest", "id", "kind", "children", "size", "created", "fetch_error"
+        "digest", "id", "children", "size", "created"
     )
     return {digest: _Cached(*rest) for digest, *rest in rows}
 
@@ -509,7 +515,7 @@ def _create_manifests(
         for digest, content in contents.items()
     )
     for row in rows:
-        cached[row.digest] = _Cached(row.id, row.kind, row.children, row.size, row.created, row.fetch_error)
+        cached[row.digest] = _Cached(row.id, row.children, row.size, row.created)
     return len(rows)
 
 
@@ -576,7 +582,8 @@ def prune(
     Manifest.objects.filter(id__in=[cached[digest].id for digest in doomed]).delete()
     lost = [digest for digest in pinned if pinned_present.get(digest) is False]
     found = [digest for digest in pinned if pinned_present.get(digest)]
-    Manifest.objects.filter(repository=repository, digest__in=lost, missing_since__isnull=True).update(missing_since=now)
+    lost_rows = Manifest.objects.filter(repository=repository, digest__in=lost, missing_since__isnull=True)
+    lost_rows.update(missing_since=now)
     Manifest.objects.filter(repository=repository, digest__in=found).update(missing_since=None)
     for digest in doomed:
         del cached[digest]
@@ -587,21 +594,21 @@ def repository_totals(repository: Repository) -> dict[str, Any]:
     """tag_count, total_size (distinct config and layer blobs of the tagged images, an index
     counting its children's) and last_pushed_at, computed from the cached rows."""
     stats = Tag.objects.filter(repository=repository).aggregate(count=Count("id"), newest=Max("created"))
-    rows = {
-        digest: (children, config_digest, config_size, layers)
-        for digest, children, config_digest, config_size, layers in Manifest.objects.filter(
-            repository=repository
-        ).values_list("digest", "children", "config_digest", "config_size", "layers")
-    }
+    rows = Manifest.objects.filter(repository=repository).values(
+        "digest", "children", "config_digest", "config_size", "layers"
+    )
+    by_digest = {row["digest"]: row for row in rows}
     tagged = set(Tag.objects.filter(repository=repository).values_list("manifest__digest", flat=True))
+
+    def children(digest: str) -> list[str]:
+        return [child["digest"] for child in by_digest[digest]["children"]] if digest in by_digest else []
+
     blobs: dict[str, int] = {}
-    for digest in closure(tagged, lambda digest: [child["digest"] for child in rows[digest][0]] if digest in rows else ()):
-        if digest not in rows:
-            continue
-        _, config_digest, config_size, layers = rows[digest]
-        if config_digest:
-            blobs[config_digest] = config_size
-        blobs.update((layer["digest"], layer["size"]) for layer in layers if "digest" in layer)
+    for digest in closure(tagged, children) & by_digest.keys():
+        row = by_digest[digest]
+        if row["config_digest"]:
+            blobs[row["config_digest"]] = row["config_size"]
+        blobs.update((layer["digest"], layer["size"]) for layer in row["layers"] if "digest" in layer)
     return {"tag_count": stats["count"], "total_size": sum(blobs.values()), "last_pushed_at": stats["newest"]}
 
 
@@ -693,7 +700,8 @@ def sync_repository(
     registry: Registry, client: RegistryClient, name: str, *, source: str = Source.SYNC, workers: int = 8
 ) -> RepositoryResult:
     """Sync one repository completely: tag list, every tag's digest, new content, pruning."""
-    pinned = set(Pin.objects.filter(repository__registry=registry, repository__name=name).values_list("digest", flat=True))
+    pins = Pin.objects.filter(repository__registry=registry, repository__name=name)
+    pinned = set(pins.values_list("digest", flat=True))
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="sync-request") as pool:
             readout = read_repository(
@@ -783,7 +791,9 @@ class _DigestIndex:
     def __init__(self, registry: Registry) -> None:
         self.usable: set[str] = set()
         self.by_repository: dict[str, set[str]] = {}
-        rows = Manifest.objects.filter(repository__registry=registry).values_list("repository__name", "digest", "fetch_error")
+        rows = Manifest.objects.filter(repository__registry=registry).values_list(
+            "repository__name", "digest", "fetch_error"
+        )
         for name, digest, fetch_error in rows.iterator(chunk_size=5000):
             self.by_repository.setdefault(name, set()).add(digest)
             if not fetch_error:
@@ -872,7 +882,8 @@ def _remove_vanished(registry: Registry, names: list[str]) -> int:
     """Delete repositories the (completely read) catalog no longer lists. Distribution never
     drops a name, even when every tag is gone, so this only follows a storage wipe."""
     listed = set(names)
-    vanished = [pk for pk, name in Repository.objects.filter(registry=registry).values_list("pk", "name") if name not in listed]
+    rows = Repository.objects.filter(registry=registry).values_list("pk", "name")
+    vanished = [pk for pk, name in rows if name not in listed]
     if vanished:
         logger.warning("Removing %d repositories no longer in the catalog of %s", len(vanished), registry.url)
         # Tags first: their PROTECT key to Manifest stops a cascade that reaches both at once.

@@ -244,6 +244,11 @@ def test_the_pins_page_lists_only_visible_repositories(two_releases, dashboard, 
 
     client.force_login(people.viewer)
     assert v1.digest.encode() in client.get(reverse("dashboard:pins")).content
+    fragment = client.get(
+        reverse("dashboard:pins"), {"repository": repository.name}, headers={"HX-Request": "true", "HX-Target": "pin-results"}
+    )
+    assert b"<html" not in fragment.content and v1.digest.encode() in fragment.content
+    assert b"Unpin" not in fragment.content  # viewers get no action buttons
     client.force_login(people.outsider)
     page = client.get(reverse("dashboard:pins"))
     assert page.status_code == 200

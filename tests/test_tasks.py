@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import requests
 from django.core.management import call_command
 
-from dashboard.models import Repository, Tag, TaskProgress
-from dashboard.tasks import enqueue_sync, sync_registry_task, sync_repository_task
+from dashboard.models import AuditEntry, Repository, RetentionPolicy, Tag, TaskProgress
+from dashboard.tasks import apply_retention_task, enqueue_sync, sync_registry_task, sync_repository_task
 from tests.personas import make_user
 from tests.support.deployment import dump_cache, gunicorn, manage, process_database, start_manage
 from tests.support.images import ImagePusher
@@ -78,6 +79,28 @@ def test_a_failed_sync_task_is_reported_as_failed(settings):
     result = sync_registry_task.enqueue()
     assert result.status == "FAILED"
     assert "Unavailable" in result.errors[0].exception_class_path
+
+
+@pytest.mark.django_db
+def test_the_retention_task_applies_a_policy(settings, registry, pusher, repo_name):
+    settings.REGISTRY_URL = registry.url
+    images = [
+        pusher.push_image(repo_name, tags=(f"1.{day}",), created=datetime(2025, 1, day + 1, tzinfo=UTC), unique=str(day))
+        for day in range(3)
+    ]
+    sync_repository_task.enqueue(repo_name)
+    policy = RetentionPolicy.objects.create(name=repo_name, repository_pattern=repo_name, keep_newest=1)
+
+    admin = make_user("retention-admin", superuser=True)
+
+    result = apply_retention_task.enqueue(policy.pk, admin.pk)
+
+    assert result.status == "SUCCESSFUL", result.errors
+    assert result.return_value == {"ok": 2, "refused": 0, "failed": 0}
+    audited = AuditEntry.objects.filter(repository=repo_name, user=admin, outcome=AuditEntry.Outcome.OK)
+    assert set(audited.values_list("digest_before", flat=True)) == {images[0].digest, images[1].digest}
+    assert pusher.tags(repo_name) == ["1.2"]
+    assert pusher.head_digest(repo_name, "1.2") == images[-1].digest
 
 
 @pytest.mark.django_db
