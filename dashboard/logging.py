@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import SimpleLazyObject, empty
 
 request_logger = logging.getLogger("dashboard.request")
 
@@ -62,7 +63,6 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        user = getattr(request, "user", None)
         request_logger.info(
             "%s %s %s %.1fms",
             request.method,
@@ -74,8 +74,17 @@ class RequestLogMiddleware:
                 "path": request.path,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "user": user.get_username() if user is not None and user.is_authenticated else "",
+                "user": _loaded_username(request),
                 "htmx": "HTTP_HX_REQUEST" in request.META,
             },
         )
         return response
+
+
+def _loaded_username(request: HttpRequest) -> str:
+    """The signed-in user's name if the view loaded the user. Loading it here would cost a query
+    for views that never needed it, and fail after the answer when the database is down."""
+    user = getattr(request, "user", None)
+    if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
+        return ""
+    return user.get_username() if user.is_authenticated else ""

@@ -6,6 +6,8 @@ actions answer refusals with the refusal's status and message.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -124,7 +126,7 @@ def _safe_next(request: HttpRequest, url: str, default: str) -> str:
 
 
 def _pins_url(repository: Repository) -> str:
-    return f"{reverse('dashboard:pins')}?repository={repository.name}"
+    return f"{reverse('dashboard:pins')}?{urlencode({'repository': repository.name})}"
 
 
 # Pins ---------------------------------------------------------------------------------------
@@ -272,9 +274,9 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
     """GET previews "point <tag> at <digest>" (live from the registry); POST carries it out."""
     registry = configured_registry()
     repository = repository_for(request.user, registry, name)
-    history_back = reverse("dashboard:rollback", args=[repository.name])
+    rollback_page = reverse("dashboard:rollback", args=[repository.name])
     if not _is_operator(request, repository):
-        return _refused(request, f"Restoring a tag needs the operator role on {repository.name}.", 403, history_back)
+        return _refused(request, f"Restoring a tag needs the operator role on {repository.name}.", 403, rollback_page)
     form = RestoreForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         return _bad_query(request, form)
@@ -297,7 +299,7 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
     try:
         preview = rollback.restore_preview(registry, repository, tag, digest)
     except RegistryError as failure:
-        return _refused(request, f"Could not read the registry: {failure}", 502, history_back)
+        return _refused(request, f"Could not read the registry: {failure}", 502, rollback_page)
     context = {
         "repository": repository,
         "preview": preview,

@@ -28,13 +28,18 @@ PROGRESS_INTERVAL = 0.5
 PROGRESS_KEPT = timedelta(days=1)
 
 
+def sync_label(repository: str | None) -> str:
+    return f"Sync of {repository}" if repository else "Sync of the whole registry"
+
+
 class Progress:
     """A sync.ProgressCallback that stores how far the task got, for /tasks/<id>/."""
 
-    def __init__(self, task_id: str, label: str, repository: str = "") -> None:
+    def __init__(self, task_id: str, repository: str | None) -> None:
         TaskProgress.objects.filter(updated_at__lt=timezone.now() - PROGRESS_KEPT).delete()
         self.row, _ = TaskProgress.objects.update_or_create(
-            task_id=task_id, defaults={"label": label, "repository": repository, "done": 0, "total": None}
+            task_id=task_id,
+            defaults={"label": sync_label(repository), "repository": repository or "", "done": 0, "total": None},
         )
         self._written_at = time.monotonic()
 
@@ -46,9 +51,9 @@ class Progress:
         TaskProgress.objects.filter(pk=self.row.pk).update(done=done, total=total, updated_at=timezone.now())
 
 
-def _sync(context: TaskContext, label: str, repository: str | None) -> dict[str, Any]:
+def _sync(context: TaskContext, repository: str | None) -> dict[str, Any]:
     registry = configured_registry()
-    progress = Progress(context.task_result.id, label, repository or "")
+    progress = Progress(context.task_result.id, repository)
     with client_for(registry) as client:
         summary = sync.sync_registry(
             registry, client, repository=repository, workers=settings.REGISTRY_SYNC_WORKERS, progress=progress
@@ -67,12 +72,12 @@ def _sync(context: TaskContext, label: str, repository: str | None) -> dict[str,
 @task(takes_context=True)
 def sync_registry_task(context: TaskContext) -> dict[str, Any]:
     """Sync every repository of the configured registry."""
-    return _sync(context, "Sync of the whole registry", None)
+    return _sync(context, None)
 
 
 @task(takes_context=True)
 def sync_repository_task(context: TaskContext, repository: str) -> dict[str, Any]:
-    return _sync(context, f"Sync of {repository}", repository)
+    return _sync(context, repository)
 
 
 @task()
@@ -112,14 +117,10 @@ def enqueue_sync(repository: str | None = None) -> TaskResult:
 
     The progress row exists from the start, so a task still waiting for a worker shows as such.
     """
-    if repository is None:
-        label, queued = "Sync of the whole registry", sync_registry_task
-        args: tuple[str, ...] = ()
-    else:
-        label, queued = f"Sync of {repository}", sync_repository_task
-        args = (repository,)
+    result = sync_registry_task.enqueue() if repository is None else sync_repository_task.enqueue(repository)
     # The immediate backend runs the task inside enqueue(): nothing to follow afterwards.
-    result = queued.enqueue(*args)
     if not result.is_finished:
-        TaskProgress.objects.get_or_create(task_id=result.id, defaults={"label": label, "repository": repository or ""})
+        TaskProgress.objects.get_or_create(
+            task_id=result.id, defaults={"label": sync_label(repository), "repository": repository or ""}
+        )
     return result

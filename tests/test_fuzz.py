@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
 from dashboard.forms import CatalogQuery, TagQuery
+from dashboard.notifications import InvalidEnvelope, parse_envelope
 from dashboard.registry import mediatypes
 from dashboard.registry.auth import Challenge, parse_token_response, parse_www_authenticate
 from dashboard.registry.errors import InvalidResponse, RegistryError, error_from_response, parse_retry_after
@@ -235,6 +236,17 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def check_envelope(raw: bytes) -> None:
+    try:
+        events = parse_envelope(raw)
+    except InvalidEnvelope:
+        return
+    for event in events:
+        assert event.id and event.action and is_valid_repository_name(event.repository)
+        assert event.tag == "" or is_valid_tag(event.tag)
+        assert event.timestamp is None or event.timestamp.tzinfo is not None
+
+
 def check_error_response(status: int, body: bytes, retry_after: str | None) -> None:
     headers = CaseInsensitiveDict({"Retry-After": retry_after} if retry_after is not None else {})
     for method in ("GET", "DELETE"):
@@ -290,6 +302,27 @@ error_entries = st.fixed_dictionaries(
 )
 error_bodies = st.fixed_dictionaries({}, optional={"errors": maybe(st.lists(maybe(error_entries), max_size=3))})
 retry_after_values = st.none() | header_text | st.integers(min_value=0, max_value=10**12).map(str)
+event_targets = st.fixed_dictionaries(
+    {},
+    optional={
+        "mediaType": maybe(media_types),
+        "digest": maybe(digests),
+        "repository": maybe(st.sampled_from(["app", "team/app", "UPPER", "a//b", ""]) | short_text),
+        "tag": maybe(st.sampled_from(["latest", "1.0", ".bad", "x" * 129]) | short_text),
+        "size": maybe(st.integers()),
+    },
+)
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": maybe(st.uuids().map(str) | st.text(max_size=120)),
+        "action": maybe(st.sampled_from(["push", "pull", "delete", "mount"]) | short_text),
+        "timestamp": maybe(timestamps),
+        "target": maybe(event_targets),
+        "request": maybe(st.fixed_dictionaries({}, optional={"method": maybe(short_text), "useragent": maybe(short_text)})),
+    },
+)
+envelopes = st.fixed_dictionaries({}, optional={"events": maybe(st.lists(maybe(events), max_size=3))})
 query_keys = st.sampled_from(["q", "page", "sort", "namespace", "n", ""]) | short_text
 query_values = st.sampled_from(["1", "0", "-1", "999999999999999999999", "name", "size", "version", "\x00"]) | st.text(
     max_size=300
@@ -315,6 +348,7 @@ TARGETS: dict[str, Target] = {
         ),
         check_list(parse_tag_list, is_valid_tag),
     ),
+    "notification-envelope": Target(encoded(envelopes).map(lambda raw: (raw,)), check_envelope),
     "token-response": Target(encoded(token_objects).map(lambda raw: (raw,)), check_token_response),
     "www-authenticate": Target((header_soup | st.text()).map(lambda header: (header,)), check_www_authenticate),
     "www-authenticate-round-trip": Target(challenge_lists.map(lambda c: (c,)), check_challenge_round_trip),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -208,16 +208,18 @@ def admin(client: Client, db: None) -> User:
     return user
 
 
-def browse_urls(hostile: Hostile) -> list[str]:
-    """The catalog, repository, tag and manifest pages of the hostile content, and a comparison."""
+def browse_urls(hostile: Hostile, manifest_pages: Collection[str] | None = None) -> list[str]:
+    """The catalog, repository, tag and manifest pages of the hostile content, and comparisons;
+    `manifest_pages` names the images whose manifest page to include (default: all)."""
     evil = hostile.images["evil"]
     urls = [reverse("dashboard:catalog"), reverse("dashboard:catalog") + "?" + urlencode({"q": SCRIPT})]
     for name, tags in hostile.tags.items():
         urls.append(reverse("dashboard:repository", args=[name]))
         urls.append(reverse("dashboard:repository", args=[name]) + "?" + urlencode({"q": ATTRIBUTE, "sort": "name"}))
-        for tag, digest in tags.items():
-            urls.append(reverse("dashboard:tag", args=[name, tag]))
-            urls.append(reverse("dashboard:manifest", args=[name, digest]))
+        urls.extend(reverse("dashboard:tag", args=[name, tag]) for tag in tags)
+    for key, image in hostile.images.items():
+        if manifest_pages is None or key in manifest_pages:
+            urls.append(reverse("dashboard:manifest", args=[image.repository, image.digest]))
     compare = reverse("dashboard:compare", args=[evil.repository])
     urls.append(compare + "?" + urlencode({"from": "1.0", "to": "2.0"}))
     urls.append(compare + "?" + urlencode({"from": "2.0", "to": "many-labels"}))
@@ -284,11 +286,8 @@ def test_the_sync_keeps_hostile_content_as_data_and_records_what_is_missing(site
 
 
 def test_every_page_renders_hostile_content_as_text(site: Registry, hostile: Hostile, client: Client, admin: User) -> None:
-    import time
     for url in browse_urls(hostile) + action_urls(hostile):
-        t=time.monotonic()
         response = client.get(url)
-        print("TIMING", round(time.monotonic()-t,2), url[:100])
         assert response.status_code == 200, url
         assert_inert(response.content.decode(), url)
 
@@ -329,7 +328,8 @@ def test_no_injected_script_runs_in_a_browser(
 ) -> None:
     session = client.cookies["sessionid"].value
     page.context.add_cookies([{"name": "sessionid", "value": session, "url": live_server.url}])
-    for url in browse_urls(hostile):
+    # Tag and manifest pages share a template: a few manifest pages stand for the rest.
+    for url in browse_urls(hostile, manifest_pages={"evil", "index", "odd-types"}):
         response = page.goto(live_server.url + url)
         assert response is not None and response.status == 200, url
         assert page.evaluate("typeof window.__pwned") == "undefined", url
