@@ -117,9 +117,9 @@ class Floor:
             self.counts[kind] += 1
         return response
 
-    def run(self, full: bool) -> tuple[float, Counter[str]]:
+    def run(self, full: bool) -> tuple[float, float, Counter[str]]:
         self.counts = Counter()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         names: list[str] = []
         path: str | None = "/v2/_catalog?n=1000"
         while path:
@@ -133,7 +133,7 @@ class Floor:
             digests = sorted(set(heads))
             if full:
                 list(pool.map(lambda pair: self.fetch(*pair), digests))
-        return time.perf_counter() - started, self.counts
+        return time.perf_counter() - started, time.process_time() - cpu, self.counts
 
     def head(self, name: str, tag: str) -> str:
         response = self.get("head_manifest", f"/v2/{name}/manifests/{tag}", "HEAD", headers={"Accept": MANIFEST_ACCEPT})
@@ -164,7 +164,7 @@ def setup_django(database: Path) -> None:
     call_command("migrate", interactive=False, verbosity=0)
 
 
-def timed_sync(url: str, workers: int) -> tuple[float, Counter[str], object]:
+def timed_sync(url: str, workers: int) -> tuple[float, float, Counter[str], object]:
     from dashboard.models import Registry
     from dashboard.registry import RegistryClient
     from dashboard.sync import READ_AHEAD, sync_registry
@@ -172,9 +172,9 @@ def timed_sync(url: str, workers: int) -> tuple[float, Counter[str], object]:
     registry, _ = Registry.objects.get_or_create(url=url, defaults={"name": "bench"})
     # Reader threads ask for tag lists beside the request pool: room for both, or urllib3 drops connections.
     with RegistryClient(url, pool_size=workers + READ_AHEAD) as client:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         summary = sync_registry(registry, client, workers=workers)
-        return time.perf_counter() - started, summary.requests, summary
+        return time.perf_counter() - started, time.process_time() - cpu, summary.requests, summary
 
 
 def cache_counts() -> dict[str, int]:
@@ -183,11 +183,11 @@ def cache_counts() -> dict[str, int]:
     return {model.__name__: model.objects.count() for model in (Repository, Tag, Manifest, TagHistory)}
 
 
-def show(label: str, seconds: float, counts: Counter[str], floor: float | None = None) -> None:
+def show(label: str, seconds: float, cpu: float, counts: Counter[str], floor: float | None = None) -> None:
     total = sum(counts.values())
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
-    ratio = f"  = {seconds / floor:.2f}x floor" if floor else ""
-    print(f"{label:<18} {seconds:7.2f} s  {total:6d} requests ({kinds}){ratio}")
+    ratio = f" = {seconds / floor:.2f}x floor" if floor else ""
+    print(f"{label:<13} {seconds:7.2f} s{ratio:<15} client CPU {cpu:6.2f} s  {total:6d} requests ({kinds})")
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -207,11 +207,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         setup_django(database_dir / "db.sqlite3")
         floor = Floor(server.url, args.workers)
         floor.run(full=True)  # warm-up: the registry's caches and the page cache, for both sides
-        floor_full, floor_full_counts = floor.run(full=True)
-        full, full_counts, summary = timed_sync(server.url, args.workers)
+        floor_full, floor_full_cpu, floor_full_counts = floor.run(full=True)
+        full, full_cpu, full_counts, summary = timed_sync(server.url, args.workers)
         cached = cache_counts()
-        floor_resync, floor_resync_counts = floor.run(full=False)
-        resync, resync_counts, _ = timed_sync(server.url, args.workers)
+        floor_resync, floor_resync_cpu, floor_resync_counts = floor.run(full=False)
+        resync, resync_cpu, resync_counts, _ = timed_sync(server.url, args.workers)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         unchanged = cache_counts() == cached
     finally:
@@ -221,10 +221,10 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     print(f"\n{args.repos} repositories x {args.tags} tags, {args.workers} workers, {os.cpu_count()} CPUs")
     print(f"cache after the full sync: {', '.join(f'{n} {c}' for n, c in cached.items())}; {summary}")
-    show("floor full", floor_full, floor_full_counts)
-    show("sync full", full, full_counts, floor_full)
-    show("floor resync", floor_resync, floor_resync_counts)
-    show("sync resync", resync, resync_counts, floor_resync)
+    show("floor full", floor_full, floor_full_cpu, floor_full_counts)
+    show("sync full", full, full_cpu, full_counts, floor_full)
+    show("floor resync", floor_resync, floor_resync_cpu, floor_resync_counts)
+    show("sync resync", resync, resync_cpu, resync_counts, floor_resync)
     print(f"peak RSS of the syncing process: {peak_rss_mb:.0f} MB")
     checks: list[tuple[str, Callable[[], bool]]] = [
         ("full <= 1.3x floor", lambda: full <= 1.3 * floor_full),

@@ -137,7 +137,7 @@ def test_the_database_filter_agrees_with_role_on(registry):
     user = make_user("prober")
     group = user.groups.create(name="prober-group")
 
-    @hypothesis_settings(max_examples=150, deadline=None, database=None)
+    @hypothesis_settings(max_examples=150)
     @given(st.text(alphabet=alphabet + "*?", min_size=1, max_size=5))
     def agree(pattern: str) -> None:
         AccessRule.objects.filter(group=group).delete()

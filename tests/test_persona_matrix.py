@@ -546,3 +546,15 @@ def test_a_forged_post_changes_nothing(world: World, route_name: str, method: st
     assert "CSRF" in response.content.decode()
     assert _state() == before
 
+
+@pytest.mark.parametrize("route_name", sorted(name for name, route in ROUTES.items() if "GET" not in route.calls))
+def test_actions_cannot_be_triggered_by_a_get(world: World, route_name: str):
+    """A link, an image or a prefetch must never change anything: action URLs answer 405 to GET."""
+    route = ROUTES[route_name]
+    client = client_for_persona(world, "admin")
+    headers = {"Authorization": f"Bearer {world.tokens['admin']}"} if route.kind.startswith("api") else {}
+    before = _state()
+    response = client.get(reverse(route_name, kwargs=route.kwargs(world, VISIBLE, "admin")), headers=headers)
+    assert response.status_code == 405
+    assert _state() == before
+

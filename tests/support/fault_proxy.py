@@ -22,7 +22,7 @@ import struct
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,11 +88,14 @@ class Fault:
 
 @dataclass(frozen=True)
 class Seen:
-    """One request the proxy received, and whether a fault answered it."""
+    """One request the proxy received, whether a fault hit it, and (once answered) the status
+    it got: None until then, and for connections a fault cut."""
 
     method: str
     path: str
     faulted: bool
+    body: bytes = b""
+    status: int | None = None
 
 
 @dataclass
@@ -155,8 +158,8 @@ class FaultProxy:
         with self._lock:
             self._state.seen.clear()
 
-    def _decide(self, method: str, path: str) -> Fault | None:
-        """Record the request and return the fault to apply to it, if any."""
+    def _decide(self, method: str, path: str, body: bytes) -> tuple[Fault | None, int]:
+        """Record the request; return the fault to apply to it, if any, and its record's index."""
         with self._lock:
             fault = self._state.fault
             apply = False
@@ -165,8 +168,13 @@ class FaultProxy:
                 within = fault.times is None or self._state.applied < fault.times
                 apply = self._state.matched > fault.after and within
                 self._state.applied += apply
-            self._state.seen.append(Seen(method, path, apply))
-            return fault if apply else None
+            self._state.seen.append(Seen(method, path, apply, body))
+            return (fault if apply else None), len(self._state.seen) - 1
+
+    def _answered(self, index: int, status: int) -> None:
+        with self._lock:
+            if index < len(self._state.seen):  # reset_counts() may have cleared the record
+                self._state.seen[index] = replace(self._state.seen[index], status=status)
 
     # Listening
 
@@ -242,6 +250,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     server: _ProxyServer
     # HTTP/1.1 so the client keeps connections alive, as it would with the registry.
     protocol_version = "HTTP/1.1"
+    _index: int  # of this request's Seen record
 
     def setup(self) -> None:
         super().setup()
@@ -273,7 +282,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             _close(self.connection, reset=True)
             self.close_connection = True
             return
-        fault = proxy._decide(self.command, self.path)
+        fault, self._index = proxy._decide(self.command, self.path, body or b"")
         kind = fault.kind if fault else None
         if fault is not None and kind in ("reset", "down"):
             if kind == "down":
@@ -337,6 +346,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream.close()
 
     def _send(self, answer: _Answer) -> None:
+        self.server.proxy._answered(self._index, answer.status)
         self.send_response(answer.status, answer.reason)
         for name, value in answer.headers:
             if name.lower() not in HOP_BY_HOP:
@@ -350,6 +360,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _send_truncated(self, answer: _Answer) -> None:
+        self.server.proxy._answered(self._index, answer.status)
         self.send_response(answer.status, answer.reason)
         for name, value in answer.headers:
             if name.lower() not in HOP_BY_HOP:
