@@ -45,7 +45,10 @@ from tests.support.registry_server import RegistryServer, start_registry  # noqa
 EPOCH = datetime(2025, 6, 1, tzinfo=timezone.utc)
 ALIASES = ("latest", "stable")  # extra tags on the newest image, as real repositories have
 INDEX_EVERY = 10  # every 10th repository is multi-arch
-INDEX_MEDIA_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+INDEX_MEDIA_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
 SEED_JOBS = 16
 
 
@@ -127,13 +130,16 @@ class Floor:
             names += response.json()["repositories"]
             path = response.links.get("next", {}).get("url")
         with ThreadPoolExecutor(self.workers) as pool:
-            tag_lists = pool.map(lambda name: (name, self.get("tags", f"/v2/{name}/tags/list").json()["tags"] or []), names)
+            tag_lists = pool.map(lambda name: (name, self.tags(name)), names)
             pairs = [(name, tag) for name, tags in tag_lists for tag in tags]
             heads = pool.map(lambda pair: (pair[0], self.head(*pair)), pairs)
             digests = sorted(set(heads))
             if full:
                 list(pool.map(lambda pair: self.fetch(*pair), digests))
         return time.perf_counter() - started, time.process_time() - cpu, self.counts
+
+    def tags(self, name: str) -> list[str]:
+        return self.get("tags", f"/v2/{name}/tags/list").json()["tags"] or []
 
     def head(self, name: str, tag: str) -> str:
         response = self.get("head_manifest", f"/v2/{name}/manifests/{tag}", "HEAD", headers={"Accept": MANIFEST_ACCEPT})

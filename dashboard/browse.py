@@ -31,6 +31,7 @@ from dashboard.registry import (
     parse_image_config,
     parse_manifest,
 )
+from dashboard.registry import Manifest as ParsedManifest
 from dashboard.registries import client_for
 from dashboard.sync import sync_registry
 
@@ -258,7 +259,7 @@ class ManifestDetails:
     """Everything the tag and manifest pages show about one digest, parsed from its raw bytes."""
 
     manifest: Manifest
-    parsed: object | None
+    parsed: ParsedManifest | None
     config: ImageConfig | None
     steps: list[HistoryStep]
     labels: list[Label]
@@ -351,7 +352,7 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
     )
 
 
-def _children(repository: Repository, parsed: object | None) -> list[ChildRow]:
+def _children(repository: Repository, parsed: ParsedManifest | None) -> list[ChildRow]:
     if not isinstance(parsed, ImageIndex):
         return []
     cached = {

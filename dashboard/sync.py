@@ -17,7 +17,6 @@ first sync would otherwise date every tag to itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator

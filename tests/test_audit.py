@@ -42,7 +42,7 @@ def exported(response) -> list[dict[str, str]]:
 @pytest.fixture
 def log() -> dict[str, AuditEntry]:
     return {
-        "visible": entry("team-a/api", tag="v1", username="alice"),
+        "visible": entry("team-a/api", tag="v1", username="alice", remote_addr="203.0.113.7"),
         "nested": entry("team-a/svc/worker", action="pin", username="bob"),
         "hidden": entry("team-b/secret-payroll", username="carol"),
         "login": entry("", action="login_failed", outcome="refused", username="mallory"),
@@ -53,8 +53,9 @@ def log() -> dict[str, AuditEntry]:
 def test_admins_see_every_entry(client, log):
     client.force_login(make_user("boss", superuser=True))
     page = listed(client.get(AUDIT))
-    for name in ("team-a/api", "team-b/secret-payroll", "login_failed", "rule_changed"):
+    for name in ("team-a/api", "team-b/secret-payroll", "login_failed", "rule_changed", "203.0.113.7"):
         assert name in page
+    assert exported(client.get(EXPORT, {"repository": "team-a/api"}))[0]["remote_addr"] == "203.0.113.7"
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.ADMIN])
@@ -69,6 +70,8 @@ def test_others_see_only_entries_of_repositories_they_may_see(client, log, role)
         assert hidden not in page
     rows = exported(client.get(EXPORT))
     assert {row["repository"] for row in rows} == {"team-a/api", "team-a/svc/worker"}
+    # Where others connect from is for dashboard admins only.
+    assert "remote_addr" not in rows[0] and "203.0.113.7" not in page
 
 
 def test_outsiders_see_nothing_and_anonymous_visitors_must_sign_in(client, settings, log):

@@ -22,6 +22,7 @@ from dashboard.registry import (
     InvalidResponse,
     RateLimited,
     RegistryClient,
+    Unauthorized,
     Unavailable,
 )
 from dashboard.sync import sync_registry
@@ -100,6 +101,20 @@ def test_normal_mode_is_transparent(proxy: FaultProxy, image: PushedImage, upstr
     assert upstream_pusher.tags(repository) == ["latest"]
     assert upstream_pusher.head_digest(repository, "latest") == image.digest
     assert not any(seen.faulted for seen in proxy.seen())
+
+
+def test_credentials_and_challenges_cross_the_proxy(
+    registry_basic: RegistryServer, basic_pusher: ImagePusher, basic_credentials: tuple[str, str], repo_name: str
+) -> None:
+    basic_pusher.push_image(repo_name, ["1.0"])
+    proxy = FaultProxy(registry_basic.url)
+    try:
+        username, password = basic_credentials
+        assert client_via(proxy, username=username, password=password).tags(repo_name) == ["1.0"]
+        with pytest.raises(Unauthorized):
+            client_via(proxy).tags(repo_name)
+    finally:
+        proxy.stop()
 
 
 def test_a_fault_only_hits_matching_requests_after_the_allowance(proxy: FaultProxy, image: PushedImage) -> None:

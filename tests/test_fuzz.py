@@ -12,15 +12,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
+from urllib.parse import urlencode
 
 import pytest
 from django.http import QueryDict
-from hypothesis import HealthCheck, example, given, settings
+from django.test import Client
+from django.urls import reverse
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
 from dashboard.forms import CatalogQuery, TagQuery
 from dashboard.notifications import InvalidEnvelope, parse_envelope
+from dashboard.registries import client_for, configured_registry
 from dashboard.registry import mediatypes
 from dashboard.registry.auth import Challenge, parse_token_response, parse_www_authenticate
 from dashboard.registry.errors import InvalidResponse, RegistryError, error_from_response, parse_retry_after
@@ -35,6 +40,10 @@ from dashboard.registry.manifests import (
     parse_manifest,
     parse_tag_list,
 )
+from dashboard.sync import sync_registry
+from tests.personas import make_user
+from tests.support.images import ImagePusher
+from tests.support.registry_server import RegistryServer
 
 
 @dataclass(frozen=True)
@@ -323,10 +332,14 @@ events = st.fixed_dictionaries(
     },
 )
 envelopes = st.fixed_dictionaries({}, optional={"events": maybe(st.lists(maybe(events), max_size=3))})
-query_keys = st.sampled_from(["q", "page", "sort", "namespace", "n", ""]) | short_text
-query_values = st.sampled_from(["1", "0", "-1", "999999999999999999999", "name", "size", "version", "\x00"]) | st.text(
-    max_size=300
-)
+PAGE_PARAMETERS = ["q", "page", "sort", "namespace", "user", "repository", "action", "outcome", "since", "until"]
+query_keys = st.sampled_from([*PAGE_PARAMETERS, "from", "to", "tag", "n", ""]) | short_text
+query_values = st.sampled_from(
+    [
+        "1", "0", "-1", "999999999999999999999", "name", "size", "version", "created", "pushed", "\x00",
+        "9999-12-31", "0001-01-01", "2024-02-30", "*", "a/**", "[", "\\", "latest", "sha256:" + "a" * 64, "ok",
+    ]
+) | st.text(max_size=300)
 query_pairs = st.lists(st.tuples(query_keys, query_values), max_size=6)
 
 TARGETS: dict[str, Target] = {
@@ -369,7 +382,7 @@ def run_target(target: Target, max_examples: int | None = None) -> None:
     options = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
     if max_examples is not None:
         options["max_examples"] = max_examples
-    test = settings(**options)(lambda drawn: target.check(*drawn))
+    test = hypothesis_settings(**options)(lambda drawn: target.check(*drawn))
     for regression in target.regressions:
         test = example(regression)(test)
     given(target.strategy)(test)()
@@ -378,3 +391,37 @@ def run_target(target: Target, max_examples: int | None = None) -> None:
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_parsers_raise_only_their_documented_errors(name: str) -> None:
     run_target(TARGETS[name])
+
+
+# Whole pages --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_query_strings_get_a_page_or_a_400_never_a_500(
+    client: Client, settings, registry: RegistryServer, pusher: ImagePusher, repo_name: str
+) -> None:
+    """The forms behind every page that reads a query string, through the views, the database
+    queries they build and the templates."""
+    settings.REGISTRY_URL = registry.url
+    pusher.push_image(repo_name, ["1.0", "latest"])
+    cache = configured_registry()
+    sync_registry(cache, client_for(cache), repository=repo_name)
+    client.force_login(make_user("fuzzer", superuser=True))
+    pages = [
+        reverse("dashboard:catalog"),
+        reverse("dashboard:repository", args=[repo_name]),
+        reverse("dashboard:rollback", args=[repo_name]),
+        reverse("dashboard:compare", args=[repo_name]),
+        reverse("dashboard:pins"),
+        reverse("dashboard:audit"),
+        reverse("dashboard:audit-export"),
+    ]
+
+    @given(st.sampled_from(pages), query_pairs, st.booleans())
+    @hypothesis_settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(path: str, pairs: list[tuple[str, str]], htmx: bool) -> None:
+        headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+        response = client.get(f"{path}?{urlencode(pairs)}", **headers)
+        assert response.status_code in (200, 400, 404), (path, pairs, response.status_code)
+
+    check()

@@ -120,7 +120,8 @@ def test_a_malformed_envelope_is_a_400_and_changes_nothing(client, cache, body):
 
 @pytest.mark.django_db
 def test_envelope_media_types_and_size(client, cache, settings):
-    assert post(client, envelope(), content_type="application/vnd.docker.distribution.events.v2+json").status_code == 200
+    v2 = "application/vnd.docker.distribution.events.v2+json"
+    assert post(client, envelope(), content_type=v2).status_code == 200
     assert post(client, envelope(), content_type="application/json").status_code == 200
     assert post(client, envelope(), content_type="text/plain").status_code == 415
     settings.REGISTRY_NOTIFICATIONS_MAX_BYTES = 100
@@ -274,8 +275,8 @@ def test_a_real_registry_push_and_delete_reach_the_cache(notifying_registry, bet
         assert dict(Tag.objects.values_list("name", "manifest__digest")) == {"multi": index.digest}
         children = {child.digest for child in index.children}
         assert set(Manifest.objects.values_list("digest", flat=True)) == {index.digest, *children}
-        history = Repository.objects.get(name="team/app").tag_history.values_list("tag", "digest", "started_by", "ended_by")
-        assert sorted(history) == [
+        history = Repository.objects.get(name="team/app").tag_history
+        assert sorted(history.values_list("tag", "digest", "started_by", "ended_by")) == [
             ("1.0", image.digest, Source.NOTIFICATION, Source.NOTIFICATION),
             ("latest", image.digest, Source.NOTIFICATION, Source.NOTIFICATION),
             ("multi", index.digest, Source.NOTIFICATION, ""),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,9 @@ def snapshot(name: str) -> dict[str, list]:
     """Every cached row of a repository, except the times a sync bumps on each visit."""
     return {
         "repository": list(
-            Repository.objects.filter(name=name).values_list("tag_count", "total_size", "last_pushed_at", "last_synced_at")
+            Repository.objects.filter(name=name).values_list(
+                "tag_count", "total_size", "last_pushed_at", "last_synced_at"
+            )
         ),
         "tags": sorted(
             Tag.objects.filter(repository__name=name).values_list("id", "name", "manifest_id", "created", "pointed_at")
@@ -142,7 +144,8 @@ def test_image_rows_match_what_was_pushed(cache, client, pusher, repo_name, fmt)
         "v8",
         "ops@example.com",
     )
-    assert (config["env"], config["entrypoint"], config["cmd"]) == (["PATH=/usr/bin", "MODE=prod"], ["/app"], ["--serve"])
+    assert config["env"] == ["PATH=/usr/bin", "MODE=prod"]
+    assert (config["entrypoint"], config["cmd"]) == (["/app"], ["--serve"])
     assert (config["workdir"], config["user"], config["exposed_ports"], config["volumes"]) == (
         "/srv",
         "app",
@@ -167,7 +170,8 @@ def test_index_rows_have_children_with_platforms(cache, client, pusher, repo_nam
     sync_repository(cache, client, repo_name)
 
     row = Manifest.objects.get(repository__name=repo_name, digest=index.digest)
-    assert (row.kind, row.media_type, row.size, row.created) == (Manifest.Kind.INDEX, index.media_type, index.size, CREATED)
+    assert (row.kind, row.media_type) == (Manifest.Kind.INDEX, index.media_type)
+    assert (row.size, row.created) == (index.size, CREATED)
     assert row.children == [
         {"digest": child.digest, "media_type": child.media_type, "size": len(child.raw), "platform": child.platform}
         for child in index.children
@@ -183,12 +187,15 @@ def test_index_rows_have_children_with_platforms(cache, client, pusher, repo_nam
 
 def test_artifact_rows(cache, client, pusher, repo_name):
     image = pusher.push_image(repo_name, "1.0")
-    sbom = pusher.push_artifact(repo_name, "1.0.sbom", artifact_type="application/spdx+json", payload=b'{"spdx": 1}', subject=image)
+    sbom = pusher.push_artifact(
+        repo_name, "1.0.sbom", artifact_type="application/spdx+json", payload=b'{"spdx": 1}', subject=image
+    )
 
     sync_repository(cache, client, repo_name)
 
     row = Manifest.objects.get(repository__name=repo_name, digest=sbom.digest)
-    assert (row.kind, row.artifact_type, row.subject_digest) == (Manifest.Kind.ARTIFACT, "application/spdx+json", image.digest)
+    assert (row.kind, row.artifact_type) == (Manifest.Kind.ARTIFACT, "application/spdx+json")
+    assert row.subject_digest == image.digest
     assert (row.size, row.created, row.raw_config, row.config) == (sbom.size, None, None, {})
     assert [layer["digest"] for layer in row.layers] == list(sbom.layer_digests)
     assert client.request_counts["get_blob"] == 1  # the image's config; an artifact's config is not read
@@ -206,7 +213,10 @@ def test_a_moved_tag_gets_a_second_history_period(cache, pusher, repo_name):
     sync_fresh(cache, repo_name)
 
     assert cached_tags(repo_name) == {"latest": second.digest}
-    assert periods(repo_name, "latest") == [(first.digest, False, Source.SYNC, Source.SYNC), (second.digest, True, Source.SYNC, "")]
+    assert periods(repo_name, "latest") == [
+        (first.digest, False, Source.SYNC, Source.SYNC),
+        (second.digest, True, Source.SYNC, ""),
+    ]
     assert Tag.objects.get(repository__name=repo_name).pointed_at > pointed_at
     # Nothing points at the first image any more, and it is not pinned.
     assert set(Manifest.objects.filter(repository__name=repo_name).values_list("digest", flat=True)) == {second.digest}
@@ -533,6 +543,9 @@ class StopLoop(Exception):
     pass
 
 
+# Committed for real: the command closes its connection after each run, which on PostgreSQL
+# would end the transaction an ordinary test runs in.
+@pytest.mark.django_db(transaction=True)
 def test_command_every_keeps_going_after_a_failed_run(own_registry, settings, monkeypatch, caplog):
     settings.REGISTRY_URL = own_registry.url
     ImagePusher(own_registry.url).push_image("app", "1.0")

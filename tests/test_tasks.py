@@ -103,7 +103,9 @@ def test_the_retention_task_applies_a_policy(settings, registry, pusher, repo_na
     assert pusher.head_digest(repo_name, "1.2") == images[-1].digest
 
 
-@pytest.mark.django_db
+# Committed for real: the worker closes its connection between tasks, which would end the
+# transaction an ordinary test runs in (PostgreSQL).
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("database_tasks")
 def test_the_task_page_polls_until_a_queued_sync_is_done(client, settings, registry, pusher, repo_name):
     settings.REGISTRY_URL = registry.url

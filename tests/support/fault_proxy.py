@@ -127,10 +127,6 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
     # Faults
 
     def set_fault(self, fault: Fault | None) -> None:
@@ -154,10 +150,6 @@ class FaultProxy:
     def count(self, method: str | None = None, path: str | None = None) -> int:
         return len(self.seen(method, path))
 
-    def reset_counts(self) -> None:
-        with self._lock:
-            self._state.seen.clear()
-
     def _decide(self, method: str, path: str, body: bytes) -> tuple[Fault | None, int]:
         """Record the request; return the fault to apply to it, if any, and its record's index."""
         with self._lock:
@@ -173,8 +165,7 @@ class FaultProxy:
 
     def _answered(self, index: int, status: int) -> None:
         with self._lock:
-            if index < len(self._state.seen):  # reset_counts() may have cleared the record
-                self._state.seen[index] = replace(self._state.seen[index], status=status)
+            self._state.seen[index] = replace(self._state.seen[index], status=status)
 
     # Listening
 
@@ -182,15 +173,15 @@ class FaultProxy:
         """Stop listening and cut open connections: the registry looks gone (connection refused)."""
         with self._lock:
             httpd, self._httpd = self._httpd, None
+            thread, self._thread = self._thread, None
             connections, self._connections = self._connections, set()
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
         for connection in connections:
             _close(connection, reset=True)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if thread is not None:
+            thread.join()
 
     def accept_connections(self) -> None:
         """Listen again, on the same port once one was chosen."""
@@ -200,10 +191,10 @@ class FaultProxy:
             self._httpd = _ProxyServer(("127.0.0.1", self.port), self)
             self.port = self._httpd.server_port
             # A short poll interval makes refuse_connections() return quickly.
-            self._thread = threading.Thread(
+            thread = self._thread = threading.Thread(
                 target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fault-proxy", daemon=True
             )
-        self._thread.start()
+        thread.start()
 
     def stop(self) -> None:
         self.refuse_connections()
@@ -286,8 +277,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
         if fault is not None and kind in ("reset", "down"):
             if kind == "down":
-                # From another thread: shutdown() waits for serve_forever, which may be ours.
-                threading.Thread(target=proxy.refuse_connections, daemon=True).start()
+                # Before the reset, so the client's next connection is already refused. Handlers
+                # run on their own threads, so waiting for serve_forever to stop cannot deadlock.
+                proxy.refuse_connections()
             _close(self.connection, reset=True)
             self.close_connection = True
             return

@@ -11,7 +11,7 @@ from django.db import close_old_connections
 
 from dashboard.notifications import forget_handled_events
 from dashboard.registries import client_for, configured_registry
-from dashboard.registry import RegistryError
+from dashboard.registry import RegistryError, is_valid_repository_name
 from dashboard.sync import ProgressCallback, SyncSummary, sync_registry
 
 logger = logging.getLogger("dashboard.sync")
@@ -39,6 +39,8 @@ class Command(BaseCommand):
     def handle(self, *args, repository: str | None, workers: int, every: float | None, **options) -> None:
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        if repository is not None and not is_valid_repository_name(repository):
+            raise CommandError(f"{repository!r} is not a repository name")
         if every is None:
             try:
                 url, summary = self.run(repository, workers)
