@@ -16,6 +16,15 @@ def check_registry_url(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     parts = urlsplit(url)
+    if parts.username or parts.password:
+        # The URL is shown on pages; credentials belong in REGISTRY_USERNAME / REGISTRY_PASSWORD.
+        return [
+            checks.Error(
+                "REGISTRY_URL must not contain credentials.",
+                hint="Move them to REGISTRY_USERNAME and REGISTRY_PASSWORD.",
+                id="dashboard.E001",
+            )
+        ]
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         return [
             checks.Warning(

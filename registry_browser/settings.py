@@ -210,6 +210,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # A full sync makes one registry call per tag: WARNING keeps only the failures.
         "dashboard.registry": {"level": env_str("REGISTRY_LOG_LEVEL", "INFO")},
+        # django-axes reports every successful login's reset at INFO.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.browse import cosign_tag
@@ -92,6 +92,13 @@ def digest(value: str) -> SafeString:
 def basename(repository_name: str) -> str:
     """`team/payments/worker` -> `worker`."""
     return repository_name.rpartition("/")[2]
+
+
+@register.filter
+def breakable(text: str) -> SafeString:
+    """Allow line breaks after the dots of `org.opencontainers.image.source`, instead of the
+    browser breaking it mid-word or not at all."""
+    return mark_safe(escape(text).replace(".", ".<wbr>"))
 
 
 @register.filter
