@@ -227,14 +227,16 @@ def browse_urls(hostile: Hostile, manifest_pages: Collection[str] | None = None)
 
 
 def action_urls(hostile: Hostile) -> list[str]:
-    """Pages around actions (history, rollback, delete confirmations, pins, audit)."""
+    """Pages around actions (history, rollback, delete confirmations, pins, audit) for the
+    images whose content is the most hostile."""
     urls = [reverse("dashboard:pins"), reverse("dashboard:audit")]
-    for name, tags in hostile.tags.items():
-        urls.append(reverse("dashboard:rollback", args=[name]))
-        for tag, digest in tags.items():
-            urls.append(reverse("dashboard:tag-history", args=[name, tag]))
-            urls.append(reverse("dashboard:delete-tag", args=[name, tag]))
-            urls.append(reverse("dashboard:delete-version", args=[name, digest]))
+    urls.extend(reverse("dashboard:rollback", args=[name]) for name in hostile.tags)
+    for key in ("evil", "annotated", "odd-types", "index", "no-config"):
+        image = hostile.images[key]
+        tag = next(tag for tag, digest in hostile.tags[image.repository].items() if digest == image.digest)
+        urls.append(reverse("dashboard:tag-history", args=[image.repository, tag]))
+        urls.append(reverse("dashboard:delete-tag", args=[image.repository, tag]))
+        urls.append(reverse("dashboard:delete-version", args=[image.repository, image.digest]))
     return urls
 
 

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -26,7 +27,7 @@ from tests.personas import make_user
 from tests.support.deployment import dump_cache, manage, process_database, start_manage
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.images import ImagePusher
-from tests.support.registry_server import RegistryServer, free_port, start_registry
+from tests.support.registry_server import RegistryServer, start_registry
 
 SECRET = "restart-test-secret"
 # Generous: the registry delivers notifications from a background queue with backoff.
@@ -174,7 +175,8 @@ def test_a_sync_killed_mid_way_is_completed_by_the_next_run_without_duplicates(
 # The database going away --------------------------------------------------------------------
 
 
-def _refuse(execute, sql, params, many, context):  # noqa: ANN001 - Django's execute_wrapper signature
+def _refuse(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """A connection.execute_wrapper for a database that answers nothing."""
     raise OperationalError("database is locked")
 
 
@@ -221,7 +223,7 @@ def test_a_database_failure_mid_sync_writes_nothing_of_that_repository(
     pusher.push_image(repo_name, ["2.0"], unique="two")
     cache = configured_registry()
 
-    def fail_on_tags(execute, sql, params, many, context):  # noqa: ANN001
+    def fail_on_tags(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
         # Manifests and history are written by then: the failure comes half-way through.
         if sql.startswith('INSERT INTO "dashboard_tag"'):
             raise OperationalError("disk I/O error")
