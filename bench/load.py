@@ -54,7 +54,8 @@ def production_env(registry_url: str, repos: int, tags: int) -> dict[str, str]:
 
 
 def keep_syncing(stop: threading.Event, finished: list[str]) -> None:
-    """Queue a full sync, wait for the worker to finish it, queue the next, until stopped."""
+    """Queue a full sync, wait for the worker to finish it, queue the next, until stopped.
+    Runs as a daemon thread: the sync still running at the end is not waited for."""
     from dashboard.tasks import enqueue_sync
 
     while not stop.is_set():
@@ -143,11 +144,11 @@ def main() -> None:
             baseline = run_locust(server.url, "healthz", args.users, args.baseline_duration, scratch / "healthz", env)
             stop.set()
             log = server.stop()
-        syncing.join(timeout=600)
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            # A first SIGTERM lets the running sync finish; nobody waits for it here.
+            worker.kill()
+            worker.wait()
         registry.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 

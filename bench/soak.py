@@ -26,6 +26,7 @@ import random
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import production_env, server_errors  # noqa: E402
-from tests.support.deployment import gunicorn, manage, start_manage  # noqa: E402
+from tests.support.deployment import gunicorn, manage, process_env  # noqa: E402
 from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry_server import free_port, start_registry  # noqa: E402
 
@@ -231,6 +232,36 @@ def drift(dashboard: Dashboard, pusher: ImagePusher, repositories: list[str]) ->
     return differences
 
 
+def start_worker(database_url: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """The task worker, logging to a file: a pipe nobody reads would fill up and block it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--no-reload", "--interval", "0.5"],
+            cwd=ROOT,
+            env=process_env(database_url, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def logged_errors(log: str) -> int:
+    """ERROR lines of the dashboard's JSON log (failed tasks, exceptions) and of gunicorn's own."""
+    return sum(
+        1
+        for line in log.splitlines()
+        if (line.startswith('{"') and json.loads(line).get("level") == "ERROR") or "[ERROR]" in line or "[CRITICAL]" in line
+    )
+
+
 def seed(pusher: ImagePusher, repositories: list[str]) -> None:
     for repository in repositories:
         pusher.push_image(repository, ["1.0", "stable", "latest"], unique=f"{repository}-1", layers=1, layer_size=512)
@@ -263,7 +294,7 @@ def main() -> int:
         manage(database_url, "migrate", "--noinput", **env)
         manage(database_url, "collectstatic", "--noinput", **env)
         token = manage(database_url, "shell", "--no-imports", "-c", MAKE_USER.format(username=USERNAME, password=password), **env).stdout.strip()
-        worker = start_manage(database_url, "db_worker", "--no-reload", "--interval", "0.5", **env)
+        worker = start_worker(database_url, env, scratch / "worker.log")
         with gunicorn(database_url, scratch / "gunicorn.log", workers=2, **env) as server:
             registry = start_registry(
                 scratch / "registry",
@@ -312,8 +343,7 @@ def main() -> int:
         )
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_worker(worker)
         if registry is not None:
             registry.stop()
 
@@ -326,6 +356,7 @@ def main() -> int:
         "errors_by_kind": dict(sorted(tally.errors.items())),
         "error_samples": tally.samples,
         "server_5xx": server_errors(log),
+        "logged_errors": logged_errors(log) + logged_errors((scratch / "worker.log").read_text()),
         "pushes": tally.pushes,
         "cached_tags_at_end": cached_tags,
         "drift": differences,
@@ -338,7 +369,7 @@ def main() -> int:
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     shutil.rmtree(scratch, ignore_errors=True)
-    healthy = not result["errors"] and not result["server_5xx"] and not differences and audit_total == {
+    healthy = not result["errors"] and not result["server_5xx"] and not result["logged_errors"] and not differences and audit_total == {
         action: tally.audited[action] for action in AUDITED_ACTIONS
     }
     return 0 if healthy else 1

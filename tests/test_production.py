@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from dashboard.logging import JsonFormatter, PlainFormatter
 from dashboard.models import Registry
-from tests.support.deployment import gunicorn, manage, process_database
+from tests.support.deployment import gunicorn, process_database, shell
 
 REGISTRY_URL = "http://registry.example.test:5000"
 
@@ -60,8 +60,7 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
         "client = Client(HTTP_HOST='localhost'); "
         "print(client.get('/readyz').status_code, client.get('/healthz').status_code)"
     )
-    result = manage(unreachable, "shell", "--no-imports", "-c", probe)
-    assert result.stdout.split() == ["503", "200"]
+    assert shell(unreachable, probe).split() == ["503", "200"]
 
 
 def test_behind_tls_only_people_are_redirected_not_probes_or_the_registry(client, settings):
@@ -148,5 +147,4 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
         "print(cursor.execute('PRAGMA journal_mode').fetchone()[0], "
         "cursor.execute('PRAGMA busy_timeout').fetchone()[0], connection.transaction_mode)"
     )
-    result = manage(database_url, "shell", "--no-imports", "-c", probe)
-    assert result.stdout.split() == ["wal", "20000", "IMMEDIATE"]
+    assert shell(database_url, probe).split() == ["wal", "20000", "IMMEDIATE"]

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from dashboard.models import AuditEntry, Repository, RetentionPolicy, Tag, TaskProgress
 from dashboard.tasks import apply_retention_task, enqueue_sync, sync_registry_task, sync_repository_task
 from tests.personas import make_user
-from tests.support.deployment import dump_cache, gunicorn, manage, process_database, start_manage
+from tests.support.deployment import dump_cache, gunicorn, manage, process_database, shell, start_manage
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port, start_registry
 
@@ -159,11 +159,8 @@ def test_a_worker_process_runs_a_queued_sync_that_the_command_line_follows(tmp_p
     image = own_pusher.push_image(name, tags=("1.0", "1.1"))
     env = {"REGISTRY_URL": own_registry.url}
     with process_database(tmp_path) as database_url:
-        queued = manage(
-            database_url, "shell", "--no-imports", "-c",
-            f"from dashboard.tasks import enqueue_sync; print(enqueue_sync({name!r}).id)", **env,
-        )
-        task_id = queued.stdout.strip()
+        enqueue = f"from dashboard.tasks import enqueue_sync; print(enqueue_sync({name!r}).id)"
+        task_id = shell(database_url, enqueue, **env).strip()
         assert "ready" in manage(database_url, "task_status", task_id, **env).stdout
 
         worker = start_manage(database_url, "db_worker", "--no-startup-delay", "--no-reload", "--interval", "0.2", **env)
@@ -249,10 +246,10 @@ def test_one_notification_delivered_to_two_replicas_at_once_is_applied_once(
         assert sorted(answer.json()["pushes"] for answer in answers) == [0, 1]
 
         manage(database_url, "db_worker", "--batch", "--no-startup-delay", "--no-reload", **env)
-        counts = manage(
-            database_url, "shell", "--no-imports", "-c",
+        counts = shell(
+            database_url,
             "from dashboard.models import NotificationEvent; from django_tasks_db.models import DBTaskResult; "
             "print(NotificationEvent.objects.count(), DBTaskResult.objects.successful().count())",
         )
-        assert counts.stdout.split() == ["1", "1"]
+        assert counts.split() == ["1", "1"]
         assert_consistent(dump_cache(database_url), name, {"1.0": image.digest})

@@ -46,7 +46,7 @@ print(json.dumps({"tags": tags, "open_periods": open_periods, "duplicate_manifes
 
 def dump_cache(database_url: str) -> dict:
     """What a dashboard process sees in the cache (see CACHE_DUMP)."""
-    return json.loads(manage(database_url, "shell", "--no-imports", "-c", CACHE_DUMP).stdout)
+    return json.loads(shell(database_url, CACHE_DUMP))
 
 
 @contextmanager
@@ -132,6 +132,11 @@ def manage(database_url: str, *args: str, timeout: float = 120, **env: str) -> s
     if result.returncode != 0:
         raise AssertionError(f"manage.py {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def shell(database_url: str, code: str, **env: str) -> str:
+    """Run Python `code` in a dashboard process (`manage.py shell -c`); returns what it printed."""
+    return manage(database_url, "shell", "--no-imports", "-c", code, **env).stdout
 
 
 def start_manage(database_url: str, *args: str, **env: str) -> subprocess.Popen[str]:
