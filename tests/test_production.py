@@ -16,7 +16,10 @@ from django.utils import timezone
 
 from dashboard.logging import JsonFormatter, PlainFormatter
 from dashboard.models import Registry
+from dashboard.registry import RegistryClient
+from dashboard.registry.errors import NotFound, Unavailable
 from tests.support.deployment import gunicorn, process_database, shell
+from tests.support.registry_server import free_port
 
 REGISTRY_URL = "http://registry.example.test:5000"
 
@@ -148,3 +151,29 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
         "cursor.execute('PRAGMA busy_timeout').fetchone()[0], connection.transaction_mode)"
     )
     assert shell(database_url, probe).split() == ["wal", "20000", "IMMEDIATE"]
+
+
+def test_each_registry_call_logs_its_path_status_and_timing_without_secrets(registry, caplog):
+    with RegistryClient(registry.url, username="bob", password="never-logged") as client:
+        with caplog.at_level(logging.INFO, logger="dashboard.registry"):
+            client.ping()
+            with pytest.raises(NotFound):
+                client.tags("no-such-repository-for-logging")
+
+    calls = [record for record in caplog.records if record.name == "dashboard.registry"]
+    assert [(r.kind, r.method, r.path, r.status) for r in calls] == [
+        ("ping", "GET", "/v2/", 200),
+        ("tags", "GET", "/v2/no-such-repository-for-logging/tags/list", 404),
+    ]
+    assert all(isinstance(r.duration_ms, float) for r in calls)
+    assert "never-logged" not in caplog.text
+
+
+def test_a_registry_call_that_cannot_connect_logs_a_warning(caplog):
+    closed = f"http://127.0.0.1:{free_port()}"
+    with RegistryClient(closed, retries=0, timeout=(1, 1)) as client:
+        with caplog.at_level(logging.INFO, logger="dashboard.registry"), pytest.raises(Unavailable):
+            client.ping()
+
+    failures = [r for r in caplog.records if r.name == "dashboard.registry" and r.levelno == logging.WARNING]
+    assert failures and failures[0].status is None and failures[0].error == "ConnectionError"

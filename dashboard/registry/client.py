@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
@@ -59,6 +61,8 @@ from .manifests import (
     parse_tag_list,
     verify_digest,
 )
+
+logger = logging.getLogger("dashboard.registry")
 
 __version__ = "0.1.0"  # keep in step with pyproject.toml
 USER_AGENT = f"registry-browser/{__version__}"
@@ -554,9 +558,13 @@ class RegistryClient:
             all_headers["Authorization"] = authorization
         with self._counts_lock:
             self._counts[kind] += 1
-        host = urlsplit(url).netloc
+        parts = urlsplit(url)
+        host = parts.netloc
+        # Path only: query strings and headers may carry tokens.
+        log_fields = {"kind": kind, "method": method, "host": host, "path": parts.path}
+        started = time.perf_counter()
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 url,
                 headers=all_headers,
@@ -567,11 +575,15 @@ class RegistryClient:
                 stream=True,  # bodies are read by _read, with a size cap
             )
         except requests.exceptions.SSLError as exc:
+            _log_call(log_fields, started, None, exc)
             raise Unavailable(f"TLS verification of {host} failed; configure its CA bundle") from exc
         except requests.RequestException as exc:
+            _log_call(log_fields, started, None, exc)
             if _timed_out(exc):
                 raise Unavailable(f"{host} did not answer in time") from exc
             raise Unavailable(f"Cannot connect to {host}") from exc
+        _log_call(log_fields, started, response.status_code, None)
+        return response
 
     def _read(self, response: requests.Response, limit: int, what: str, *, truncate: bool = False) -> bytes:
         """Read at most `limit` bytes of the body, then release the connection.
@@ -637,3 +649,14 @@ def _delete(repository: str) -> str:
 def _check_digest(digest: str) -> None:
     if not is_valid_digest(digest):
         raise ValueError(f"Invalid digest: {digest!r}")
+
+
+def _log_call(fields: dict[str, object], started: float, status: int | None, error: Exception | None) -> None:
+    """One log line per registry call, with its timing (time to headers; bodies stream later)."""
+    duration_ms = (time.perf_counter() - started) * 1000
+    extra = {**fields, "status": status, "duration_ms": round(duration_ms, 1)}
+    if error is None:
+        logger.info("%s %s %s %.1fms", fields["method"], fields["path"], status, duration_ms, extra=extra)
+    else:
+        extra["error"] = type(error).__name__
+        logger.warning("%s %s failed: %s", fields["method"], fields["path"], type(error).__name__, extra=extra)
