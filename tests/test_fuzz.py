@@ -362,7 +362,13 @@ TARGETS: dict[str, Target] = {
         check_list(parse_tag_list, is_valid_tag),
     ),
     "notification-envelope": Target(encoded(envelopes).map(lambda raw: (raw,)), check_envelope),
-    "token-response": Target(encoded(token_objects).map(lambda raw: (raw,)), check_token_response),
+    "token-response": Target(
+        encoded(token_objects).map(lambda raw: (raw,)),
+        check_token_response,
+        regressions=tuple(
+            (b'{"token": "t", "expires_in": %s}' % number,) for number in (b"Infinity", b"NaN", b"1" + b"0" * 400)
+        ),
+    ),
     "www-authenticate": Target((header_soup | st.text()).map(lambda header: (header,)), check_www_authenticate),
     "www-authenticate-round-trip": Target(challenge_lists.map(lambda c: (c,)), check_challenge_round_trip),
     "error-response": Target(

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from .errors import InvalidResponse
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # the token spec's default when expires_in is absent
+MAX_TOKEN_LIFETIME = 24 * 3600.0  # longer claims are cut to this: a token is refetched daily at least
 # Tokens are dropped once this share of their lifetime has passed, so one never expires in flight.
 _TOKEN_USABLE_SHARE = 0.9
 
@@ -156,9 +157,11 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
     if not isinstance(token, str) or not token:
         raise InvalidResponse("The token service answer contains no token")
     lifetime = data.get("expires_in", DEFAULT_TOKEN_LIFETIME)
-    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
+    # `not > 0` also refuses NaN, which would never expire.
+    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not lifetime > 0:
         raise InvalidResponse("The token service answered with an invalid expires_in")
-    return token, float(lifetime)
+    # Capped before float(): JSON allows Infinity and integers too large for a float.
+    return token, float(min(lifetime, MAX_TOKEN_LIFETIME))
 
 
 @dataclass(frozen=True)
