@@ -8,10 +8,11 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -238,12 +239,23 @@ def test_a_reset_connection_is_unavailable_and_only_reads_are_retried(
     assert upstream_pusher.head_digest(image.repository, "latest") == image.digest
 
 
-def test_a_truncated_body_is_unavailable(proxy: FaultProxy, image: PushedImage) -> None:
-    client = client_via(proxy)
-    proxy.set_fault(Fault("truncate", methods={"GET"}, path=MANIFEST))
+# A broken answer to a manifest GET: (the fault, the error, what its message says).
+MANIFEST_FAULTS: dict[str, tuple[Fault, type[Exception], str]] = {
+    "truncated body": (Fault("truncate", methods={"GET"}, path=MANIFEST), Unavailable, "connection broke"),
+    "10 MiB manifest": (Fault("huge", methods={"GET"}, path=MANIFEST), InvalidResponse, "too large"),
+    "invalid JSON": (Fault("invalid_json", methods={"GET"}, path=MANIFEST), InvalidResponse, "not valid JSON"),
+}
 
-    with pytest.raises(Unavailable, match="connection broke"):
+
+@pytest.mark.parametrize("fault_name", MANIFEST_FAULTS)
+def test_a_broken_manifest_answer_raises_its_error(proxy: FaultProxy, image: PushedImage, fault_name: str) -> None:
+    fault, error, message = MANIFEST_FAULTS[fault_name]
+    client = client_via(proxy)
+    proxy.set_fault(fault)
+
+    with pytest.raises(error, match=message):
         client.get_manifest(image.repository, "latest")
+    assert proxy.count("GET", MANIFEST) == 1  # a broken body is not retried
 
 
 def test_a_registry_that_disappears_mid_listing_is_unavailable_and_comes_back(
@@ -267,12 +279,10 @@ def test_a_registry_that_disappears_mid_listing_is_unavailable_and_comes_back(
 # Client: content that must not be trusted ---------------------------------------------------
 
 
-def test_invalid_json_is_an_invalid_response(proxy: FaultProxy, image: PushedImage) -> None:
+def test_invalid_json_lists_and_configs_are_invalid_responses(proxy: FaultProxy, image: PushedImage) -> None:
     client = client_via(proxy)
     proxy.set_fault(Fault("invalid_json", methods={"GET"}))
 
-    with pytest.raises(InvalidResponse):
-        client.get_manifest(image.repository, "latest")
     with pytest.raises(InvalidResponse):
         client.tags(image.repository)
     with pytest.raises(InvalidResponse):
@@ -293,14 +303,6 @@ def test_manifest_bytes_not_matching_their_digest_are_refused(
         client.get_manifest(image.repository, image.digest if reference == "digest" else reference)
 
     assert raised.value.expected == image.digest
-
-
-def test_a_10_mib_manifest_is_refused_without_reading_it_all(proxy: FaultProxy, image: PushedImage) -> None:
-    client = client_via(proxy)
-    proxy.set_fault(Fault("huge", methods={"GET"}, path=MANIFEST))
-
-    with pytest.raises(InvalidResponse, match="too large"):
-        client.get_manifest(image.repository, "latest")
 
 
 def test_a_next_page_on_another_host_is_not_followed(
@@ -352,21 +354,35 @@ REFRESH_FAULTS: dict[str, FaultFactory] = {
 }
 
 
+@dataclass
+class Scene:
+    """The dashboard reading the registry through the proxy (with timeouts that keep faults
+    quick), an admin signed in to `client`, and the test's own repository name."""
+
+    cache: Registry
+    proxy: FaultProxy
+    pusher: ImagePusher  # straight to the registry
+    repository: str
+    client: Client
+
+    def sync(self, repository: str | None = None) -> None:
+        """Sync in normal mode: the whole catalog, or one repository."""
+        sync_registry(self.cache, client_for(self.cache), repository=repository)
+
+    def post(self, url: str, data: dict | None = None, **extra: object) -> HttpResponse:
+        return self.client.post(url, data or {}, **extra)
+
+
 @pytest.fixture
-def site(db: None, settings, proxy: FaultProxy) -> Registry:
-    """The dashboard reading the registry through the proxy, with timeouts that keep faults quick."""
+def scene(
+    db: None, settings, proxy: FaultProxy, upstream_pusher: ImagePusher, repo_name: str, client: Client
+) -> Scene:
     settings.REGISTRY_URL = proxy.url
     settings.REGISTRY_CONNECT_TIMEOUT = 1
     settings.REGISTRY_READ_TIMEOUT = 1
     settings.REGISTRY_RETRIES = 1
-    return configured_registry()
-
-
-@pytest.fixture
-def admin(client: Client, db: None) -> User:
-    user = make_user("ops-admin", superuser=True)
-    client.force_login(user)
-    return user
+    client.force_login(make_user("ops-admin", superuser=True))
+    return Scene(configured_registry(), proxy, upstream_pusher, repo_name, client)
 
 
 def cache_snapshot() -> dict[str, list]:
@@ -399,58 +415,44 @@ def page_urls(repository: str, tag: str, digest: str) -> list[str]:
 
 @pytest.mark.parametrize("fault_name", REFRESH_FAULTS)
 def test_a_refresh_during_a_fault_changes_nothing_and_every_page_still_answers(
-    fault_name: str,
-    site: Registry,
-    proxy: FaultProxy,
-    foreign: ForeignServer,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
+    fault_name: str, scene: Scene, foreign: ForeignServer
 ) -> None:
-    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
-    sync_registry(site, client_for(site))
+    name = scene.repository
+    image = scene.pusher.push_image(name, ["1.0", "latest"])
+    scene.sync()
     # Unique bytes: a digest cached for another repository would be copied, not fetched.
-    upstream_pusher.push_image(repo_name, ["2.0"], unique=repo_name)
+    scene.pusher.push_image(name, ["2.0"], unique=name)
     before = cache_snapshot()
-    proxy.set_fault(REFRESH_FAULTS[fault_name](foreign.url))
+    scene.proxy.set_fault(REFRESH_FAULTS[fault_name](foreign.url))
 
-    catalog_refresh = client.post(reverse("dashboard:catalog-refresh"), follow=True)
-    repository_refresh = client.post(reverse("dashboard:repository-refresh", args=[repo_name]), follow=True)
-    fragment_refresh = client.post(
-        reverse("dashboard:repository-refresh", args=[repo_name]), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="tag-results"
+    catalog_refresh = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
+    repository_refresh = scene.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
+    fragment_refresh = scene.post(
+        reverse("dashboard:repository-refresh", args=[name]), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="tag-results"
     )
 
     for response in (catalog_refresh, repository_refresh, fragment_refresh):
         assert response.status_code == 200
         assert "Showing the data cached before" in response.content.decode()
     assert cache_snapshot() == before
-    assert Repository.objects.get(registry=site, name=repo_name).last_sync_error
-    for url in page_urls(repo_name, "1.0", image.digest):
-        page = client.get(url)
+    assert Repository.objects.get(registry=scene.cache, name=name).last_sync_error
+    for url in page_urls(name, "1.0", image.digest):
+        page = scene.client.get(url)
         assert page.status_code == 200, url
-        assert repo_name in page.content.decode()
-    repository_page = client.get(reverse("dashboard:repository", args=[repo_name])).content.decode()
+        assert name in page.content.decode()
+    repository_page = scene.client.get(reverse("dashboard:repository", args=[name])).content.decode()
     assert "The last sync of this repository failed" in repository_page
     assert foreign.count == 0
 
 
-def test_a_catalog_link_to_another_host_stops_the_refresh_there(
-    site: Registry,
-    proxy: FaultProxy,
-    foreign: ForeignServer,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
-) -> None:
-    upstream_pusher.push_image(repo_name, ["1.0"])
-    sync_registry(site, client_for(site))
-    upstream_pusher.push_image(f"{repo_name}/new", ["1.0"])
+def test_a_catalog_link_to_another_host_stops_the_refresh_there(scene: Scene, foreign: ForeignServer) -> None:
+    scene.pusher.push_image(scene.repository, ["1.0"])
+    scene.sync()
+    scene.pusher.push_image(f"{scene.repository}/new", ["1.0"])
     before = cache_snapshot()
-    proxy.set_fault(Fault("foreign_link", foreign_url=foreign.url, path=r"/_catalog"))
+    scene.proxy.set_fault(Fault("foreign_link", foreign_url=foreign.url, path=r"/_catalog"))
 
-    response = client.post(reverse("dashboard:catalog-refresh"), follow=True)
+    response = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
 
     assert response.status_code == 200
     assert "another host" in response.content.decode()
@@ -480,78 +482,58 @@ def failed_audits(repository: str, action: str) -> list[AuditEntry]:
 
 
 @pytest.mark.parametrize("fault_name", ACTION_FAULTS)
-def test_a_tag_delete_the_registry_fails_changes_nothing_and_is_audited(
-    fault_name: str,
-    site: Registry,
-    proxy: FaultProxy,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
-) -> None:
-    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
-    sync_registry(site, client_for(site), repository=repo_name)
+def test_a_tag_delete_the_registry_fails_changes_nothing_and_is_audited(fault_name: str, scene: Scene) -> None:
+    name = scene.repository
+    image = scene.pusher.push_image(name, ["1.0", "latest"])
+    scene.sync(name)
     before = cache_snapshot()
-    apply_fault(proxy, ACTION_FAULTS[fault_name])
+    apply_fault(scene.proxy, ACTION_FAULTS[fault_name])
 
-    response = client.post(reverse("dashboard:delete-tag", args=[repo_name, "1.0"]), {"digest": image.digest})
+    response = scene.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
 
     assert response.status_code == 502
     assert "registry" in response.content.decode().lower()
-    assert upstream_pusher.tags(repo_name) == ["1.0", "latest"]
-    assert upstream_pusher.head_digest(repo_name, "1.0") == image.digest
+    assert scene.pusher.tags(name) == ["1.0", "latest"]
+    assert scene.pusher.head_digest(name, "1.0") == image.digest
     assert cache_snapshot() == before
-    assert len(failed_audits(repo_name, "delete_tag")) == 1
+    assert len(failed_audits(name, "delete_tag")) == 1
 
 
 @pytest.mark.parametrize("fault_name", ACTION_FAULTS)
-def test_a_restore_the_registry_fails_changes_nothing_and_is_audited(
-    fault_name: str,
-    site: Registry,
-    proxy: FaultProxy,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
-) -> None:
-    old = upstream_pusher.push_image(repo_name, ["latest"], unique="old")
-    sync_registry(site, client_for(site), repository=repo_name)
-    new = upstream_pusher.push_image(repo_name, ["latest"], unique="new")
-    sync_registry(site, client_for(site), repository=repo_name)
+def test_a_restore_the_registry_fails_changes_nothing_and_is_audited(fault_name: str, scene: Scene) -> None:
+    name = scene.repository
+    old = scene.pusher.push_image(name, ["latest"], unique="old")
+    scene.sync(name)
+    new = scene.pusher.push_image(name, ["latest"], unique="new")
+    scene.sync(name)
     before = cache_snapshot()
-    apply_fault(proxy, ACTION_FAULTS[fault_name])
+    apply_fault(scene.proxy, ACTION_FAULTS[fault_name])
 
-    response = client.post(
-        reverse("dashboard:restore", args=[repo_name]), {"tag": "latest", "digest": old.digest, "expected": new.digest}
+    response = scene.post(
+        reverse("dashboard:restore", args=[name]), {"tag": "latest", "digest": old.digest, "expected": new.digest}
     )
 
     assert response.status_code == 502
     assert "registry" in response.content.decode().lower()
-    assert upstream_pusher.head_digest(repo_name, "latest") == new.digest
+    assert scene.pusher.head_digest(name, "latest") == new.digest
     assert cache_snapshot() == before
-    assert len(failed_audits(repo_name, "restore")) == 1
+    assert len(failed_audits(name, "restore")) == 1
 
 
-def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(
-    site: Registry,
-    proxy: FaultProxy,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
-) -> None:
+def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(scene: Scene) -> None:
     """Distribution 2.8 cannot delete a tag: the client moves it onto a throwaway manifest and
     deletes that by digest. When that last DELETE fails, the tag must not be left on the
     throwaway manifest."""
-    image = upstream_pusher.push_image(repo_name, ["1.0", "latest"])
-    sync_registry(site, client_for(site), repository=repo_name)
-    proxy.set_fault(Fault("status", status=503, methods={"DELETE"}, path=r"/manifests/sha256:"))
+    name = scene.repository
+    image = scene.pusher.push_image(name, ["1.0", "latest"])
+    scene.sync(name)
+    scene.proxy.set_fault(Fault("status", status=503, methods={"DELETE"}, path=r"/manifests/sha256:"))
 
-    response = client.post(reverse("dashboard:delete-tag", args=[repo_name, "1.0"]), {"digest": image.digest})
+    response = scene.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
 
     assert response.status_code == 502
-    assert upstream_pusher.head_digest(repo_name, "1.0") == image.digest
-    assert len(failed_audits(repo_name, "delete_tag")) == 1
+    assert scene.pusher.head_digest(name, "1.0") == image.digest
+    assert len(failed_audits(name, "delete_tag")) == 1
 
 
 # Dashboard: names outside the grammar -------------------------------------------------------
@@ -565,24 +547,16 @@ def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(
     ],
     ids=["tags", "catalog"],
 )
-def test_names_no_registry_may_hold_are_refused_not_crashed_on(
-    path: str,
-    body: bytes,
-    site: Registry,
-    proxy: FaultProxy,
-    upstream_pusher: ImagePusher,
-    repo_name: str,
-    client: Client,
-    admin: User,
-) -> None:
-    upstream_pusher.push_image(repo_name, ["1.0"])
-    sync_registry(site, client_for(site))
+def test_names_no_registry_may_hold_are_refused_not_crashed_on(path: str, body: bytes, scene: Scene) -> None:
+    name = scene.repository
+    scene.pusher.push_image(name, ["1.0"])
+    scene.sync()
     before = cache_snapshot()
-    proxy.set_fault(Fault("body", body=body, methods={"GET"}, path=path))
+    scene.proxy.set_fault(Fault("body", body=body, methods={"GET"}, path=path))
 
-    catalog_refresh = client.post(reverse("dashboard:catalog-refresh"), follow=True)
-    recorded = Repository.objects.get(registry=site, name=repo_name).last_sync_error
-    repository_refresh = client.post(reverse("dashboard:repository-refresh", args=[repo_name]), follow=True)
+    catalog_refresh = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
+    recorded = Repository.objects.get(registry=scene.cache, name=name).last_sync_error
+    repository_refresh = scene.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
 
     assert "not a valid" in recorded
     for response in (catalog_refresh, repository_refresh):
@@ -594,17 +568,15 @@ def test_names_no_registry_may_hold_are_refused_not_crashed_on(
     assert cache_snapshot()["manifests"] == before["manifests"]
 
 
-def test_the_sync_command_reports_an_unreachable_registry_as_a_command_error(
-    site: Registry, proxy: FaultProxy, upstream_pusher: ImagePusher, repo_name: str
-) -> None:
-    upstream_pusher.push_image(repo_name, ["1.0"])
-    sync_registry(site, client_for(site))
+def test_the_sync_command_reports_an_unreachable_registry_as_a_command_error(scene: Scene) -> None:
+    scene.pusher.push_image(scene.repository, ["1.0"])
+    scene.sync()
     before = cache_snapshot()
-    proxy.refuse_connections()
+    scene.proxy.refuse_connections()
 
     with pytest.raises(CommandError, match="Sync failed: Cannot connect"):
         call_command("sync_registry")
 
     assert cache_snapshot() == before
-    site.refresh_from_db()
-    assert site.reachable is False and site.unreachable_since is not None
+    scene.cache.refresh_from_db()
+    assert scene.cache.reachable is False and scene.cache.unreachable_since is not None

@@ -295,12 +295,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault is not None and kind == "latency":
             time.sleep(fault.delay)
         answer = self._forward(body)
-        if fault is not None and kind == "truncate":
-            self._send_truncated(answer)
-            return
         if fault is not None:
             _mangle(answer, fault)
-        self._send(answer)
+        self._send(answer, truncate=kind == "truncate")
 
     def _request_body(self) -> bytes | None:
         length = self.headers.get("Content-Length")
@@ -337,33 +334,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
 
-    def _send(self, answer: _Answer) -> None:
+    def _send(self, answer: _Answer, *, truncate: bool = False) -> None:
+        """Send the answer; `truncate` declares the whole body, sends half of it and hangs up."""
         self.server.proxy._answered(self._index, answer.status)
         self.send_response(answer.status, answer.reason)
         for name, value in answer.headers:
             if name.lower() not in HOP_BY_HOP:
                 self.send_header(name, value)
-        # A HEAD answer announces the length of the body a GET would have had.
-        upstream_length = answer.header("Content-Length") if self.command == "HEAD" else None
-        self.send_header("Content-Length", upstream_length or str(len(answer.body)))
+        body = answer.body
+        if truncate:
+            length, body = str(len(body) + 1000), body[: len(body) // 2]
+        else:
+            # A HEAD answer announces the length of the body a GET would have had.
+            length = (answer.header("Content-Length") if self.command == "HEAD" else None) or str(len(body))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(answer.body)
+            self.wfile.write(body)
         self.wfile.flush()
-
-    def _send_truncated(self, answer: _Answer) -> None:
-        self.server.proxy._answered(self._index, answer.status)
-        self.send_response(answer.status, answer.reason)
-        for name, value in answer.headers:
-            if name.lower() not in HOP_BY_HOP:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(max(len(answer.body), 2) + 1000))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body[: len(answer.body) // 2])
-        self.wfile.flush()
-        _close(self.connection, reset=False)
-        self.close_connection = True
+        if truncate:
+            _close(self.connection, reset=False)
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Tests assert on proxy.seen() instead of reading a log.
