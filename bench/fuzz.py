@@ -45,7 +45,7 @@ def main() -> int:
 
         started = time.monotonic()
         try:
-            run_target(Target(target.strategy, counted), args.examples)
+            run_target(Target(target.arguments, counted), args.examples)
             result = "ok"
         except Exception as exc:  # noqa: BLE001 - any exception is a finding to report, not to crash on
             failures += 1

@@ -117,8 +117,18 @@ def fill_cache(server: RegistryServer) -> None:
     print(f"  sync: {summary} in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds of each request, per page."""
+def reference_loop() -> float:
+    """CPU milliseconds of a fixed pure-Python loop, to compare machines and moments: the page
+    figures scale with it (a busy host's shared cores run it slower too)."""
+    started = time.process_time()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    return (time.process_time() - started) * 1000
+
+
+def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float]]:
+    """Wall and CPU seconds of each request, per page, and the reference loop before each page."""
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
@@ -140,7 +150,9 @@ def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[
     }
     wall: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
+    references = []
     for label, url in pages.items():
+        references.append(reference_loop())
         for _ in range(5):  # warm caches (templates, connection, SQLite pages)
             assert client.get(url).status_code == 200, url
         wall[label], cpu[label] = [], []
@@ -150,7 +162,7 @@ def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[
             wall[label].append(time.perf_counter() - started)
             cpu[label].append(time.process_time() - started_cpu)
             assert response.status_code == 200, url
-    return wall, cpu
+    return wall, cpu, references
 
 
 class RegistryUI:
@@ -246,7 +258,7 @@ def main() -> None:
             fill_cache(server)
             seeded.touch()
         print(f"Timing pages ({args.iterations} requests each) …", flush=True)
-        wall, cpu = time_pages(args.iterations)
+        wall, cpu, references = time_pages(args.iterations)
         print("Timing the registry baselines …", flush=True)
         baselines = time_baselines(server.url, args.baseline_runs, args.baseline_runs * 10)
     finally:
@@ -254,30 +266,27 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    report(wall, cpu, baselines, args)
-
-
-def reference_loop() -> float:
-    """CPU milliseconds of a fixed pure-Python loop, to compare machines and moments: the page
-    figures scale with it (a busy host's shared cores run it slower too)."""
-    started = time.process_time()
-    total = 0
-    for i in range(3_000_000):
-        total += i
-    return (time.process_time() - started) * 1000
+    report(wall, cpu, references, baselines, args)
 
 
 def report(
-    wall: dict[str, list[float]], cpu: dict[str, list[float]], baselines: dict[str, list[float]], args: argparse.Namespace
+    wall: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    references: list[float],
+    baselines: dict[str, list[float]],
+    args: argparse.Namespace,
 ) -> None:
     def ms(samples: list[float]) -> tuple[float, float]:
         return statistics.median(samples) * 1000, percentile(samples, 0.95) * 1000
 
     # Other work on the machine stretches wall times; the load average says how much there was.
     load = os.getloadavg()
-    reference = reference_loop()
+    reference = statistics.median(references)
     print(f"\nLoad average (1, 5, 15 min) at the end: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} CPUs")
-    print(f"Reference loop (3M additions): {reference:.0f} ms CPU; page figures scale with it")
+    print(
+        f"Reference loop (3M additions) while timing pages: median {reference:.0f} ms CPU "
+        f"({min(references):.0f}-{max(references):.0f}); page CPU figures scale with it"
+    )
     print(f"{'':52} {'wall p50':>9} {'wall p95':>9} {'CPU p50':>9} {'CPU p95':>9}   (ms)")
     pages = {label: ms(samples) + ms(cpu[label]) for label, samples in wall.items()}
     for label, figures in pages.items():
@@ -300,7 +309,7 @@ def report(
             {
                 "args": {key: str(value) for key, value in vars(args).items()},
                 "load_average": load,
-                "reference_loop_ms": reference,
+                "reference_loop_ms": references,
                 "pages_ms": {label: dict(zip(("wall_p50", "wall_p95", "cpu_p50", "cpu_p95"), f)) for label, f in pages.items()},
                 "registry_ms": {label: dict(zip(("wall_p50", "wall_p95"), f)) for label, f in registry.items()},
                 "ratio_a": ratio_a,

@@ -7,6 +7,8 @@ load stops and the notifications settle, and it reports:
 
 - requests and errors per kind (target: 0 errors; a 5xx, an exception or an unexpected status
   is an error, a 404 for something deleted meanwhile or a 409 for a tag moved meanwhile is not),
+  plus the dashboard's 5xx answers and ERROR lines from its logs (the registry's webhook calls
+  and the worker included), and the registry's own 5xx answers to the dashboard,
 - every cached tag -> digest compared with the registry itself (target: identical),
 - audit entries of deletes and restores against the actions taken (target: equal).
 
@@ -41,7 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import production_env, server_errors  # noqa: E402
+from bench.load import production_env  # noqa: E402
 from tests.support.deployment import gunicorn, manage, process_env  # noqa: E402
 from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry_server import free_port, start_registry  # noqa: E402
@@ -145,7 +147,8 @@ def browse(dashboard: Dashboard, repositories: list[str], rng: random.Random) ->
     dashboard.call("catalog", "GET", "/", (200,))
     dashboard.call("search", "GET", f"/?q={repository[:4]}&sort=pushed", (200,))
     dashboard.call("repository", "GET", f"/repositories/{repository}/", (200,))
-    dashboard.call("fragment", "GET", f"/repositories/{repository}/?sort=version", (200,), headers={"HX-Request": "true", "HX-Target": "tag-results"})
+    htmx = {"HX-Request": "true", "HX-Target": "tag-results"}
+    dashboard.call("fragment", "GET", f"/repositories/{repository}/?sort=version", (200,), headers=htmx)
     tags = dashboard.tags(repository)
     if tags:
         tag = rng.choice(sorted(tags))
@@ -226,7 +229,11 @@ def drift(dashboard: Dashboard, pusher: ImagePusher, repositories: list[str]) ->
     for repository in repositories:
         cached = dashboard.tags(repository)
         actual = {tag: pusher.head_digest(repository, tag) for tag in pusher.tags(repository)}
-        wrong = {tag: [cached.get(tag), actual.get(tag)] for tag in cached.keys() | actual.keys() if cached.get(tag) != actual.get(tag)}
+        wrong = {
+            tag: [cached.get(tag), actual.get(tag)]
+            for tag in cached.keys() | actual.keys()
+            if cached.get(tag) != actual.get(tag)
+        }
         if wrong:
             differences[repository] = wrong
     return differences
@@ -251,6 +258,17 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+def five_hundreds(log: str, logger: str) -> list[str]:
+    """5xx statuses in the JSON lines of `logger`: the dashboard's own answers (dashboard.request)
+    or the registry's answers to the dashboard (dashboard.registry.client)."""
+    lines = (json.loads(line) for line in log.splitlines() if line.startswith('{"'))
+    return [
+        f"{line['method']} {line['path']} {line['status']}"
+        for line in lines
+        if line.get("logger") == logger and isinstance(line.get("status"), int) and line["status"] >= 500
+    ]
 
 
 def logged_errors(log: str) -> int:
@@ -293,7 +311,8 @@ def main() -> int:
     try:
         manage(database_url, "migrate", "--noinput", **env)
         manage(database_url, "collectstatic", "--noinput", **env)
-        token = manage(database_url, "shell", "--no-imports", "-c", MAKE_USER.format(username=USERNAME, password=password), **env).stdout.strip()
+        make_user = MAKE_USER.format(username=USERNAME, password=password)
+        token = manage(database_url, "shell", "--no-imports", "-c", make_user, **env).stdout.strip()
         worker = start_worker(database_url, env, scratch / "worker.log")
         with gunicorn(database_url, scratch / "gunicorn.log", workers=2, **env) as server:
             registry = start_registry(
@@ -318,7 +337,10 @@ def main() -> int:
                 (8.0, lambda rng: refresh(people[-1], repositories, rng)),
             ]
             stop = threading.Event()
-            threads = [threading.Thread(target=actor, args=(stop, pause, step, i), daemon=True) for i, (pause, step) in enumerate(steps)]
+            threads = [
+                threading.Thread(target=actor, args=(stop, pause, step, i), daemon=True)
+                for i, (pause, step) in enumerate(steps)
+            ]
             started = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -347,16 +369,23 @@ def main() -> int:
         if registry is not None:
             registry.stop()
 
+    worker_log = (scratch / "worker.log").read_text()
     audit_total = {action: sum(n for key, n in audits.items() if key.startswith(action + " ")) for action in AUDITED_ACTIONS}
     result = {
-        "setup": {"seconds": round(ran), "repositories": args.repos, "browsers": args.browsers, "database": database_url.split(":")[0]},
+        "setup": {
+            "seconds": round(ran),
+            "repositories": args.repos,
+            "browsers": args.browsers,
+            "database": database_url.split(":")[0],
+        },
         "requests": sum(tally.requests.values()),
         "requests_by_kind": dict(sorted(tally.requests.items())),
         "errors": sum(tally.errors.values()),
         "errors_by_kind": dict(sorted(tally.errors.items())),
         "error_samples": tally.samples,
-        "server_5xx": server_errors(log),
-        "logged_errors": logged_errors(log) + logged_errors((scratch / "worker.log").read_text()),
+        "server_5xx": five_hundreds(log, "dashboard.request"),
+        "registry_5xx": five_hundreds(log + "\n" + worker_log, "dashboard.registry.client"),
+        "logged_errors": logged_errors(log + "\n" + worker_log),
         "pushes": tally.pushes,
         "cached_tags_at_end": cached_tags,
         "drift": differences,
@@ -369,9 +398,8 @@ def main() -> int:
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     shutil.rmtree(scratch, ignore_errors=True)
-    healthy = not result["errors"] and not result["server_5xx"] and not result["logged_errors"] and not differences and audit_total == {
-        action: tally.audited[action] for action in AUDITED_ACTIONS
-    }
+    audit_matches = audit_total == {action: tally.audited[action] for action in AUDITED_ACTIONS}
+    healthy = not (result["errors"] or result["server_5xx"] or result["logged_errors"] or differences) and audit_matches
     return 0 if healthy else 1
 
 

@@ -10,6 +10,7 @@ twice changes nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,9 @@ MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS | INDEXES | SCHEMA1
 # remembering for as long as a registry might keep retrying.
 EVENT_MEMORY = timedelta(days=7)
 OWN_USER_AGENT = USER_AGENT.partition("/")[0] + "/"
+# Distribution queues a push event before it points the tag at the pushed manifest, so a HEAD
+# sent at once can still see the previous digest, or no tag at all: seconds between looks.
+PUSH_SETTLE_DELAYS = (0.1, 0.3, 1.0)
 
 
 class InvalidEnvelope(ValueError):
@@ -161,9 +165,15 @@ def record_pull(registry: Registry, event: Event) -> int:
     return tags.filter(Q(last_pulled_at__isnull=True) | Q(last_pulled_at__lt=when)).update(last_pulled_at=when)
 
 
-def sync_pushed_tag(registry_id: int, repository: str, tag: str) -> None:
+def sync_pushed_tag(registry_id: int, repository: str, tag: str, digest: str) -> None:
+    """Sync a tag the registry reported pushed as `digest`, once the registry shows the tag there.
+    After a short wait its answer wins anyway: the tag may have moved on since."""
     registry = Registry.objects.get(pk=registry_id)
     with client_for(registry) as client:
+        for delay in PUSH_SETTLE_DELAYS:
+            if not digest or sync.head_digest(client, repository, tag) == digest:
+                break
+            time.sleep(delay)
         sync.sync_tag(registry, client, repository, tag, source=sync.Source.NOTIFICATION)
 
 

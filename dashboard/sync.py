@@ -170,7 +170,7 @@ def read_repository(
     query the database; `mapper` runs the requests, e.g. on a thread pool."""
     complete = tags is None
     names = client.tags(name) if tags is None else list(tags)
-    digests = mapper(partial(_head_digest, client, name), names)
+    digests = mapper(partial(head_digest, client, name), names)
     readout = Readout(name, dict(zip(names, digests)), complete)
     wanted = {digest for digest in readout.heads.values() if digest}
     # Index children are only known once their index is read: a second round, rarely a third.
@@ -184,7 +184,7 @@ def read_repository(
     _settle(readout)
     tagged = set(readout.heads.values())
     unknown_pins = sorted(set(pinned) - tagged)
-    found = mapper(partial(_head_digest, client, name), unknown_pins)
+    found = mapper(partial(head_digest, client, name), unknown_pins)
     readout.pinned_present = {digest: answer is not None for digest, answer in zip(unknown_pins, found)}
     return readout
 
@@ -203,7 +203,7 @@ def _settle(readout: Readout) -> None:
             content.fields["fetch_error"] = f"Platform manifests missing from the registry: {', '.join(lost)}"
 
 
-def _head_digest(client: RegistryClient, repository: str, reference: str) -> str | None:
+def head_digest(client: RegistryClient, repository: str, reference: str) -> str | None:
     """The digest a tag points at (or a digest itself); None when the registry has no such thing,
     e.g. a tag deleted since the tag list was read."""
     try:

@@ -81,9 +81,9 @@ def sync_repository_task(context: TaskContext, repository: str) -> dict[str, Any
 
 
 @task()
-def process_notification_task(registry_id: int, repository: str, tag: str) -> None:
+def process_notification_task(registry_id: int, repository: str, tag: str, digest: str) -> None:
     """Sync a tag the registry reported pushed; the endpoint already dropped redeliveries."""
-    notifications.sync_pushed_tag(registry_id, repository, tag)
+    notifications.sync_pushed_tag(registry_id, repository, tag, digest)
 
 
 # What notifications.dispatch(function, ...) queues for each function it is handed.

@@ -44,7 +44,7 @@ def registry_events(request: HttpRequest) -> HttpResponse:
     registry = configured_registry()
     pushes = handle_events(registry, events)
     for event in pushes:
-        dispatch(sync_pushed_tag, registry.pk, event.repository, event.tag)
+        dispatch(sync_pushed_tag, registry.pk, event.repository, event.tag, event.digest)
     return JsonResponse({"events": len(events), "pushes": len(pushes)})
 
 

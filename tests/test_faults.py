@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -369,9 +368,6 @@ class Scene:
         """Sync in normal mode: the whole catalog, or one repository."""
         sync_registry(self.cache, client_for(self.cache), repository=repository)
 
-    def post(self, url: str, data: dict | None = None, **extra: object) -> HttpResponse:
-        return self.client.post(url, data or {}, **extra)
-
 
 @pytest.fixture
 def scene(
@@ -425,9 +421,9 @@ def test_a_refresh_during_a_fault_changes_nothing_and_every_page_still_answers(
     before = cache_snapshot()
     scene.proxy.set_fault(REFRESH_FAULTS[fault_name](foreign.url))
 
-    catalog_refresh = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
-    repository_refresh = scene.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
-    fragment_refresh = scene.post(
+    catalog_refresh = scene.client.post(reverse("dashboard:catalog-refresh"), follow=True)
+    repository_refresh = scene.client.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
+    fragment_refresh = scene.client.post(
         reverse("dashboard:repository-refresh", args=[name]), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="tag-results"
     )
 
@@ -452,7 +448,7 @@ def test_a_catalog_link_to_another_host_stops_the_refresh_there(scene: Scene, fo
     before = cache_snapshot()
     scene.proxy.set_fault(Fault("foreign_link", foreign_url=foreign.url, path=r"/_catalog"))
 
-    response = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
+    response = scene.client.post(reverse("dashboard:catalog-refresh"), follow=True)
 
     assert response.status_code == 200
     assert "another host" in response.content.decode()
@@ -489,7 +485,7 @@ def test_a_tag_delete_the_registry_fails_changes_nothing_and_is_audited(fault_na
     before = cache_snapshot()
     apply_fault(scene.proxy, ACTION_FAULTS[fault_name])
 
-    response = scene.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
+    response = scene.client.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
 
     assert response.status_code == 502
     assert "registry" in response.content.decode().lower()
@@ -509,7 +505,7 @@ def test_a_restore_the_registry_fails_changes_nothing_and_is_audited(fault_name:
     before = cache_snapshot()
     apply_fault(scene.proxy, ACTION_FAULTS[fault_name])
 
-    response = scene.post(
+    response = scene.client.post(
         reverse("dashboard:restore", args=[name]), {"tag": "latest", "digest": old.digest, "expected": new.digest}
     )
 
@@ -529,7 +525,7 @@ def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(scene
     scene.sync(name)
     scene.proxy.set_fault(Fault("status", status=503, methods={"DELETE"}, path=r"/manifests/sha256:"))
 
-    response = scene.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
+    response = scene.client.post(reverse("dashboard:delete-tag", args=[name, "1.0"]), {"digest": image.digest})
 
     assert response.status_code == 502
     assert scene.pusher.head_digest(name, "1.0") == image.digest
@@ -554,9 +550,9 @@ def test_names_no_registry_may_hold_are_refused_not_crashed_on(path: str, body: 
     before = cache_snapshot()
     scene.proxy.set_fault(Fault("body", body=body, methods={"GET"}, path=path))
 
-    catalog_refresh = scene.post(reverse("dashboard:catalog-refresh"), follow=True)
+    catalog_refresh = scene.client.post(reverse("dashboard:catalog-refresh"), follow=True)
     recorded = Repository.objects.get(registry=scene.cache, name=name).last_sync_error
-    repository_refresh = scene.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
+    repository_refresh = scene.client.post(reverse("dashboard:repository-refresh", args=[name]), follow=True)
 
     assert "not a valid" in recorded
     for response in (catalog_refresh, repository_refresh):

@@ -87,7 +87,9 @@ def _annotated(pusher: ImagePusher, image: PushedImage, tag: str, annotations: d
     manifest = json.loads(image.raw) | {"annotations": annotations}
     raw = json.dumps(manifest, indent=3).encode()
     digest = pusher.push_raw_manifest(image.repository, tag, raw, OCI_MANIFEST)
-    return PushedImage(image.repository, digest, OCI_MANIFEST, raw, image.config_digest, image.layer_digests, image.size, None, None)
+    return PushedImage(
+        image.repository, digest, OCI_MANIFEST, raw, image.config_digest, image.layer_digests, image.size, None, None
+    )
 
 
 def _oci_artifact(
@@ -105,7 +107,8 @@ def _oci_artifact(
     }
     raw = json.dumps(manifest, indent=3).encode()
     digest = pusher.push_raw_manifest(repository, tag, raw, OCI_MANIFEST)
-    return PushedImage(repository, digest, OCI_MANIFEST, raw, sha256_digest(config[1]), (sha256_digest(layer[1]),), 0, None, None)
+    blobs = (sha256_digest(config[1]), (sha256_digest(layer[1]),))
+    return PushedImage(repository, digest, OCI_MANIFEST, raw, *blobs, 0, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +158,15 @@ def hostile(registry: RegistryServer, pusher: ImagePusher) -> Hostile:
     )
     subject = pushed.add("subject", pusher.push_image(odd, ["app"], unique=f"{root}-subject"), "app")
     sbom = json.dumps({"spdxVersion": "SPDX-2.3", "name": SCRIPT}).encode()
-    pushed.add("sbom", pusher.push_artifact(odd, "sbom", artifact_type="application/spdx+json", payload=sbom, subject=subject), "sbom")
+    sbom_artifact = pusher.push_artifact(odd, "sbom", artifact_type="application/spdx+json", payload=sbom, subject=subject)
+    pushed.add("sbom", sbom_artifact, "sbom")
     signature_tag = f"sha256-{subject.digest.partition(':')[2]}.sig"
     signature = json.dumps({"critical": {"identity": {"docker-reference": SCRIPT}}}).encode()
     pushed.add(
         "signature",
-        pusher.push_artifact(odd, signature_tag, artifact_type="application/vnd.dev.cosign.simplesigning.v1+json", payload=signature),
+        pusher.push_artifact(
+            odd, signature_tag, artifact_type="application/vnd.dev.cosign.simplesigning.v1+json", payload=signature
+        ),
         signature_tag,
     )
     pushed.add(
@@ -264,7 +270,8 @@ def test_the_sync_keeps_hostile_content_as_data_and_records_what_is_missing(site
     assert labels["description"] == SCRIPT and labels[ATTRIBUTE] == SCRIPT
     assert len(labels["long"]) == LONG_LABEL
     assert f"SCRIPT={SCRIPT}" in evil.config["env"]
-    assert [step["created_by"] for step in evil.layers if not step["empty"]] == [f"RUN echo '{SCRIPT}'", f"COPY {ATTRIBUTE} /app"]
+    layer_steps = [step["created_by"] for step in evil.layers if not step["empty"]]
+    assert layer_steps == [f"RUN echo '{SCRIPT}'", f"COPY {ATTRIBUTE} /app"]
 
     many = Manifest.objects.get(digest=hostile.images["labels"].digest, repository__name=hostile.images["labels"].repository)
     assert len(many.config["labels"]) == MANY_LABELS

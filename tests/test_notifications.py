@@ -209,6 +209,22 @@ def test_a_push_event_syncs_the_pushed_tag(client, cache, pusher, repo_name):
     assert list(NotificationEvent.objects.values_list("action", flat=True)) == ["push"]
 
 
+@pytest.mark.django_db
+def test_a_push_event_waits_until_the_registry_shows_the_pushed_digest(client, cache, pusher, repo_name):
+    """Distribution sends the event before it moves the tag: a HEAD at once still sees the old digest."""
+    old = pusher.push_image(repo_name, "latest", unique="old")
+    sync(cache, repo_name)
+    new = pusher.push_image(repo_name, None, unique="new")  # stored, not tagged yet
+    tag_soon = threading.Timer(1.0, pusher.tag, args=(repo_name, new, "latest"))
+    tag_soon.start()
+
+    post(client, envelope(event("push", repo_name, tag="latest", mediaType=new.media_type, digest=new.digest)))
+
+    tag_soon.join()
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == new.digest
+    assert not Manifest.objects.filter(digest=old.digest).exists()
+
+
 # A real registry notifying the live server ---------------------------------------------------
 
 

@@ -461,7 +461,8 @@ class ForeignServer:
 
 class _ForeignHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        self.server.foreign.record(f"{self.command} {self.path} auth={'Authorization' in self.headers}")  # type: ignore[attr-defined]
+        line = f"{self.command} {self.path} auth={'Authorization' in self.headers}"
+        self.server.foreign.record(line)  # type: ignore[attr-defined]
         body = json.dumps({"token": "foreign", "repositories": ["stolen"]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
