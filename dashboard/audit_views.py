@@ -16,12 +16,12 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.access import default_role, is_admin, signed_in
 from dashboard.audit import entries_visible_to
 from dashboard.models import AccessRule, AuditEntry, Role, glob_to_regex
+from dashboard.rendering import page_or_results
 
 PAGE_SIZE = 50
 RESULTS_TARGET = "audit-results"
@@ -106,10 +106,9 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "results_target": RESULTS_TARGET,
         "user_is_admin": is_admin(request.user),
     }
-    fragment = request.htmx and request.htmx.target == RESULTS_TARGET
-    response = render(request, "dashboard/audit_results.html" if fragment else "dashboard/audit.html", context)
-    patch_vary_headers(response, ("HX-Request", "HX-Target"))
-    return response
+    return page_or_results(
+        request, "dashboard/audit.html", context, (RESULTS_TARGET, "dashboard/audit_results.html")
+    )
 
 
 class _Echo:

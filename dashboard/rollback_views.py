@@ -12,21 +12,39 @@ from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import (
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from dashboard import audit, rollback
-from dashboard.access import login_or_public_read, repository_for, role_on, signed_in, visible_repositories
+from dashboard.access import (
+    login_or_public_read,
+    repository_for,
+    role_on,
+    signed_in,
+    visible_repositories,
+)
 from dashboard.actions import ActionRefused
 from dashboard.compare import compare_manifests, resolve_reference
-from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Role, Tag, TagHistory
+from dashboard.models import (
+    ApiToken,
+    AuditEntry,
+    Pin,
+    Repository,
+    Role,
+    Tag,
+    TagHistory,
+)
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 from dashboard.registry.manifests import is_valid_digest, is_valid_tag
+from dashboard.rendering import page_or_results, render_page
 
 PINS_PER_PAGE = 50
 PIN_RESULTS = ("pin-results", "dashboard/rollback/_pin_results.html")
@@ -96,23 +114,14 @@ class ApiTokenForm(forms.Form):
 # Helpers ------------------------------------------------------------------------------------
 
 
-def _render(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ("HX-Request", "HX-Target"))
-    return response
-
-
-def _page_or_results(request: HttpRequest, template: str, context: dict, results: tuple[str, str]) -> HttpResponse:
-    target, fragment = results
-    return _render(request, fragment if request.htmx and request.htmx.target == target else template, context)
 
 
 def _bad_query(request: HttpRequest, query: QueryForm) -> HttpResponse:
-    return _render(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
+    return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
 
 
 def _refused(request: HttpRequest, message: str, status: int, back: str) -> HttpResponse:
-    return _render(request, "dashboard/rollback/refused.html", {"message": message, "back": back}, status=status)
+    return render_page(request, "dashboard/rollback/refused.html", {"message": message, "back": back}, status=status)
 
 
 def _is_operator(request: HttpRequest, repository: Repository) -> bool:
@@ -155,7 +164,7 @@ def pins(request: HttpRequest) -> HttpResponse:
         .distinct(),
         "page_url": reverse("dashboard:pins"),
     }
-    return _page_or_results(request, "dashboard/rollback/pins.html", context, PIN_RESULTS)
+    return page_or_results(request, "dashboard/rollback/pins.html", context, PIN_RESULTS)
 
 
 @require_POST
@@ -219,7 +228,7 @@ def tag_history(request: HttpRequest, name: str, tag: str) -> HttpResponse:
         "can_restore": _is_operator(request, repository),
         "moved_pins": rollback.pins_moved_from(repository, tag),
     }
-    return _render(request, "dashboard/rollback/tag_history.html", context)
+    return render_page(request, "dashboard/rollback/tag_history.html", context)
 
 
 @require_safe
@@ -242,7 +251,7 @@ def rollback_candidates(request: HttpRequest, name: str) -> HttpResponse:
         "can_restore": _is_operator(request, repository),
         "page_url": reverse("dashboard:rollback", args=[repository.name]),
     }
-    return _page_or_results(request, "dashboard/rollback/rollback.html", context, CANDIDATE_RESULTS)
+    return page_or_results(request, "dashboard/rollback/rollback.html", context, CANDIDATE_RESULTS)
 
 
 @require_safe
@@ -252,7 +261,7 @@ def compare(request: HttpRequest, name: str) -> HttpResponse:
     context: dict = {"repository": repository, "comparison": None}
     if not request.GET:
         context["query"] = CompareQuery()
-        return _render(request, "dashboard/rollback/compare.html", context)
+        return render_page(request, "dashboard/rollback/compare.html", context)
     query = CompareQuery(request.GET)
     if not query.is_valid():
         return _bad_query(request, query)
@@ -262,7 +271,7 @@ def compare(request: HttpRequest, name: str) -> HttpResponse:
         missing = query.cleaned_data["from"] if before is None else query.cleaned_data["to"]
         raise Http404(f"{missing} is not a known tag or digest of this repository")
     context.update(query=query, comparison=compare_manifests(repository, before, after))
-    return _render(request, "dashboard/rollback/compare.html", context)
+    return render_page(request, "dashboard/rollback/compare.html", context)
 
 
 # Restore ------------------------------------------------------------------------------------
@@ -307,7 +316,7 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
         # The digest the user was looking at moved before they saw this preview.
         "moved_from": expected if expected and expected != preview.current_digest and not error else "",
     }
-    return _render(request, "dashboard/rollback/restore.html", context, status=status)
+    return render_page(request, "dashboard/rollback/restore.html", context, status=status)
 
 
 # API tokens ---------------------------------------------------------------------------------
@@ -328,7 +337,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
         "new_token": new_token,
         "tokens": ApiToken.objects.filter(user=request.user).order_by("-created_at"),
     }
-    return _render(request, "dashboard/rollback/api_tokens.html", context, status=400 if form.errors else 200)
+    return render_page(request, "dashboard/rollback/api_tokens.html", context, status=400 if form.errors else 200)
 
 
 @require_POST

@@ -8,37 +8,31 @@ from urllib.parse import urlsplit
 from django.contrib import messages
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST, require_safe
 
 from dashboard import browse
-from dashboard.access import login_or_public_read, repository_for, signed_in, visible_repositories
+from dashboard.access import (
+    login_or_public_read,
+    repository_for,
+    signed_in,
+    visible_repositories,
+)
 from dashboard.forms import PAGE_SIZE, CatalogQuery, TagQuery
 from dashboard.models import Manifest, Registry, Repository, Tag
 from dashboard.registries import configured_registry, public_host
+from dashboard.rendering import page_or_results, render_page
 
 # (id of the element htmx swaps, template of its content): the page includes the same template.
 CATALOG_RESULTS = ("catalog-results", "dashboard/_catalog_results.html")
 TAG_RESULTS = ("tag-results", "dashboard/_tag_results.html")
 
 
-def _render(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
-    response = render(request, template, context, status=status)
-    # The same URL answers a whole page or a block depending on these headers; caches must know.
-    patch_vary_headers(response, ("HX-Request", "HX-Target"))
-    return response
-
-
-def _page_or_results(request: HttpRequest, template: str, context: dict, results: tuple[str, str]) -> HttpResponse:
-    """The full page, or only its results block when htmx asks for that block."""
-    target, fragment = results
-    return _render(request, fragment if request.htmx and request.htmx.target == target else template, context)
 
 
 def _bad_query(request: HttpRequest, query: CatalogQuery | TagQuery) -> HttpResponse:
-    return _render(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
+    return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
 
 
 def _paginate(objects, query: CatalogQuery | TagQuery) -> Page:
@@ -80,7 +74,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
     if not query.is_valid():
         return _bad_query(request, query)
     context = _catalog_context(request, configured_registry(), query)
-    return _page_or_results(request, "dashboard/catalog.html", context, CATALOG_RESULTS)
+    return page_or_results(request, "dashboard/catalog.html", context, CATALOG_RESULTS)
 
 
 @require_POST
@@ -96,7 +90,7 @@ def catalog_refresh(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(_with_query(reverse("dashboard:catalog"), request))
     registry.refresh_from_db()
     context = _catalog_context(request, registry, query) | {"refresh_error": error, "refreshed": error is None}
-    return _render(request, CATALOG_RESULTS[1], context)
+    return render_page(request, CATALOG_RESULTS[1], context)
 
 
 def _report_refresh(request: HttpRequest, error: str | None) -> None:
@@ -130,7 +124,7 @@ def repository(request: HttpRequest, name: str) -> HttpResponse:
     if not query.is_valid():
         return _bad_query(request, query)
     context = _repository_context(request, registry, repository, query)
-    return _page_or_results(request, "dashboard/repository.html", context, TAG_RESULTS)
+    return page_or_results(request, "dashboard/repository.html", context, TAG_RESULTS)
 
 
 @require_POST
@@ -151,7 +145,7 @@ def repository_refresh(request: HttpRequest, name: str) -> HttpResponse:
         "refresh_error": error,
         "refreshed": error is None,
     }
-    return _render(request, TAG_RESULTS[1], context)
+    return render_page(request, TAG_RESULTS[1], context)
 
 
 def _manifest_page(
@@ -168,7 +162,7 @@ def _manifest_page(
         "pull_digest": browse.pull_reference(host, repository, manifest.digest),
         "cosign": browse.cosign_tag(tag.name) if tag else None,
     }
-    return _render(request, "dashboard/manifest.html", context)
+    return render_page(request, "dashboard/manifest.html", context)
 
 
 @require_safe

@@ -1,0 +1,22 @@
+"""Rendering shared by the views: one URL answers a whole page or one htmx-swapped block."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+
+
+def render_page(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    # The same URL answers a whole page or a block depending on these headers; caches must know.
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))
+    return response
+
+
+def page_or_results(request: HttpRequest, template: str, context: dict, results: tuple[str, str]) -> HttpResponse:
+    """The full page, or only its results block when htmx asks for that block.
+
+    `results` is (id of the element htmx swaps, template of its content); the page includes
+    the same template.
+    """
+    target, fragment = results
+    return render_page(request, fragment if request.htmx and request.htmx.target == target else template, context)
