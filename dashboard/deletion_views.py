@@ -21,7 +21,7 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard import audit, deletion, retention
 from dashboard.access import is_admin, repository_for, signed_in, visible_names
 from dashboard.actions import ActionRefused, require_role
-from dashboard.models import AuditEntry, Manifest, Registry, Repository, RetentionPolicy, Role, Tag
+from dashboard.models import Manifest, Registry, Repository, RetentionPolicy, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 
@@ -129,7 +129,7 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
         if form.is_valid():
             others = deletion.siblings(found)
             try:
-                deletion.delete_tag(request, request.user, repository, tag, form.cleaned_data["digest"])
+                finished = deletion.delete_tag(request, request.user, repository, tag, form.cleaned_data["digest"])
             except ActionRefused as refused:
                 error, status = refused.message, refused.status
                 # The refusal may have taught the cache something: where the tag points now, or
@@ -137,7 +137,7 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
                 found = Tag.objects.select_related("manifest").filter(pk=found.pk).first() or found
                 registry.refresh_from_db()
             else:
-                messages.success(request, _tag_deleted_message(tag, found.manifest, others))
+                messages.success(request, _tag_deleted_message(tag, found.manifest, others, finished))
                 return HttpResponseRedirect(back)
         else:
             error, status = "The form was incomplete: reload the page and try again.", 400
@@ -162,12 +162,17 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
     )
 
 
-def _tag_deleted_message(tag: str, manifest: Manifest, others: list[str]) -> str:
+def _tag_deleted_message(tag: str, manifest: Manifest, others: list[str], finished: str | None) -> str:
+    deleted = (
+        f"Deleted tag {tag}: this finished an earlier delete of it that did not finish."
+        if finished
+        else f"Deleted tag {tag}."
+    )
     if others:
         names = ", ".join(others[:5]) + (" …" if len(others) > 5 else "")
-        return f"Deleted tag {tag}. {names} still {'points' if len(others) == 1 else 'point'} at {manifest.digest}."
+        return f"{deleted} {names} still {'points' if len(others) == 1 else 'point'} at {manifest.digest}."
     return (
-        f"Deleted tag {tag}. Its version {manifest.digest} had no other tag: it stays stored and pullable by "
+        f"{deleted} Its version {manifest.digest} had no other tag: it stays stored and pullable by "
         "digest, but is no longer listed here."
     )
 
@@ -314,12 +319,7 @@ def retention_policy_edit(request: HttpRequest, pk: int | None = None) -> HttpRe
     form = RetentionPolicyForm(request.POST or None, instance=policy)
     if request.method == "POST" and form.is_valid():
         saved = form.save()
-        change = (
-            f"changed policy {saved.name} from {before} to {retention.describe(saved)}"
-            if before
-            else f"added policy {saved.name}: {retention.describe(saved)}"
-        )
-        audit.record(request, "retention_policy_saved", AuditEntry.Outcome.OK, reason=change)
+        audit.record_policy_change(request, saved.name, before, retention.describe(saved))
         messages.success(request, f"Saved policy {saved.name}. Preview it before applying it.")
         return HttpResponseRedirect(f"{reverse('dashboard:retention-preview')}?{urlencode({'policy': saved.name})}")
     status = 400 if request.method == "POST" else 200

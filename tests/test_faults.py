@@ -7,10 +7,14 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
@@ -27,7 +31,7 @@ from dashboard.registry import (
 )
 from dashboard.sync import sync_registry
 from tests.personas import make_user
-from tests.support.fault_proxy import Fault, FaultProxy, ForeignServer
+from tests.support.fault_proxy import Fault, FaultProxy, ForeignServer, sha256_digest
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer, start_registry
 
@@ -332,6 +336,59 @@ def test_a_token_realm_on_another_host_gets_no_request(
     assert foreign.count == 0
 
 
+class _StorageRedirect(BaseHTTPRequestHandler):
+    """A registry front on S3-like storage: Basic auth, then a 307 to a pre-signed URL on the
+    storage host (`server.storage`) for every blob GET. Records the Authorization it received."""
+
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:
+        authorization = self.headers.get("Authorization")
+        self.server.received.append(authorization)  # type: ignore[attr-defined]
+        if authorization is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="registry"')
+        else:
+            self.send_response(307)
+            storage = self.server.storage  # type: ignore[attr-defined]
+            self.send_header("Location", f"{storage}/bucket/blob?X-Amz-Signature=signed")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def storage_redirect(foreign: ForeignServer) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StorageRedirect)
+    server.daemon_threads = True
+    server.storage, server.received = foreign.url, []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_blob_redirect_to_storage_is_followed_without_our_credentials(
+    storage_redirect: ThreadingHTTPServer, foreign: ForeignServer
+) -> None:
+    stored = requests.get(f"{foreign.url}/probe", timeout=5).content  # what the storage host serves
+    client = RegistryClient(f"http://127.0.0.1:{storage_redirect.server_port}", username="alice", password="secret")
+
+    blob = client.get_blob("team/app", sha256_digest(stored))
+    with pytest.raises(DigestMismatch):
+        client.get_blob("team/app", sha256_digest(b"the bytes we asked for"))
+
+    assert blob == stored
+    first, answered = storage_redirect.received[:2]  # type: ignore[attr-defined]
+    assert first is None and answered.startswith("Basic ")
+    # The storage host got the pre-signed URL and never the registry's Authorization header.
+    assert foreign.hits[1:] == ["GET /bucket/blob?X-Amz-Signature=signed auth=False"] * 2
+
+
 # Dashboard: refresh and pages ---------------------------------------------------------------
 
 FaultFactory = Callable[[str], Fault]  # the foreign server's URL -> the fault
@@ -530,6 +587,53 @@ def test_a_tag_delete_failing_at_its_last_step_leaves_the_tag_where_it_was(scene
     assert response.status_code == 502
     assert scene.pusher.head_digest(name, "1.0") == image.digest
     assert len(failed_audits(name, "delete_tag")) == 1
+
+
+def test_a_tag_delete_cut_off_after_its_tombstone_is_finished_by_the_retry(
+    scene: Scene, upstream: RegistryServer
+) -> None:
+    """The registry goes away between the tombstone PUT and its DELETE, so putting the tag back
+    fails too: the tag is left on the tombstone. The sync must not cache the tombstone, and
+    deleting the tag again (with the digest the page still shows) finishes the delete."""
+    name = scene.repository
+    image = scene.pusher.push_image(name, ["1.0", "latest"])
+    scene.sync()
+    before = cache_snapshot()
+    url = reverse("dashboard:delete-tag", args=[name, "1.0"])
+    scene.proxy.set_fault(Fault("down", methods={"DELETE"}, path=r"/manifests/sha256:"))
+
+    assert scene.client.post(url, {"digest": image.digest}).status_code == 502
+
+    tombstone = scene.pusher.head_digest(name, "1.0")
+    assert tombstone not in (None, image.digest)
+    assert len(failed_audits(name, "delete_tag")) == 1
+    scene.proxy.clear_fault()
+    scene.proxy.accept_connections()
+    scene.sync()
+    # The tag still shows where it was; the tombstone is no version, size or rollback target.
+    assert cache_snapshot() == before
+    assert not Manifest.objects.filter(digest=tombstone).exists()
+    assert scene.client.get(reverse("dashboard:tag", args=[name, "1.0"])).status_code == 200
+
+    retry = scene.client.post(url, {"digest": image.digest}, follow=True)
+
+    assert retry.status_code == 200
+    assert "finished an earlier delete" in retry.content.decode()
+    assert scene.pusher.tags(name) == ["latest"]
+    assert scene.pusher.head_digest(name, tombstone) is None
+    assert scene.pusher.head_digest(name, "latest") == image.digest
+    inspect = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{upstream.host}/{name}:1.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert inspect.returncode != 0 and "manifest unknown" in inspect.stderr.lower()
+    entry = AuditEntry.objects.filter(repository=name, action="delete_tag").latest("id")
+    assert (entry.outcome, entry.digest_before) == (AuditEntry.Outcome.OK, image.digest)
+    assert tombstone in entry.reason
+    assert sorted(Tag.objects.filter(repository__name=name).values_list("name", flat=True)) == ["latest"]
+    assert TagHistory.objects.get(repository__name=name, tag="1.0").until is not None
 
 
 # Dashboard: names outside the grammar -------------------------------------------------------

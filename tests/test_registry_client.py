@@ -391,6 +391,25 @@ def test_concurrent_tag_deletes_in_one_repository(client: RegistryClient, pusher
     assert pusher.head_digest(repo_name, "keep") == image.digest
 
 
+def test_tombstones_are_recognised_and_finishing_a_finished_delete_is_quiet(
+    client: RegistryClient, pusher: ImagePusher, repo_name: str
+) -> None:
+    image = pusher.push_image(repo_name, ["v1"])
+    sbom = pusher.push_artifact(repo_name, "sbom")
+    tombstone = pusher.push_artifact(repo_name, "stuck", artifact_type=mediatypes.TOMBSTONE_ARTIFACT_TYPE)
+
+    assert [client.is_tombstone(repo_name, pushed.digest) for pushed in (image, sbom, tombstone)] == [
+        False,
+        False,
+        True,
+    ]
+    client.finish_tag_delete(repo_name, tombstone.digest)
+    client.finish_tag_delete(repo_name, tombstone.digest)  # another replica finished it already
+
+    assert pusher.tags(repo_name) == ["sbom", "v1"]
+    assert not client.is_tombstone(repo_name, tombstone.digest)
+
+
 def test_delete_tag_of_an_unknown_tag_changes_nothing(
     client: RegistryClient, pusher: ImagePusher, repo_name: str
 ) -> None:

@@ -42,6 +42,7 @@ from .errors import (
     Denied,
     DigestMismatch,
     InvalidResponse,
+    NotFound,
     RegistryError,
     Unauthorized,
     Unavailable,
@@ -49,6 +50,7 @@ from .errors import (
 )
 from .manifests import (
     ImageConfig,
+    ImageManifest,
     Manifest,
     compute_digest,
     is_valid_digest,
@@ -294,8 +296,15 @@ class RegistryClient:
         return FetchedManifest(expected or compute_digest(raw), manifest.media_type, raw, manifest)
 
     def get_blob(self, repository: str, digest: str, max_bytes: int = CONFIG_LIMIT) -> bytes:
-        """Download a blob of at most `max_bytes` and verify its digest. Redirects to a storage
-        backend are followed; requests drops our Authorization header when the host changes."""
+        """Download a blob of at most `max_bytes` and verify its digest.
+
+        The only request that follows redirects, to any host: registries on S3, GCS or Azure
+        storage answer blob GETs with a 307 to a pre-signed URL on the storage host, and the
+        signature in that URL is the credential. Following is safe because requests drops our
+        Authorization header when the host, port or scheme changes (Session.should_strip_auth;
+        trust_env=False keeps ~/.netrc from adding another), the size cap and timeouts still
+        apply, and the digest check below refuses bytes other than the ones asked for.
+        """
         _check_digest(digest)
         _, raw = self._request(
             "get_blob",
@@ -368,14 +377,43 @@ class RegistryClient:
                 raise error
             # NotFound here, before we would create the tag; the bytes put the tag back below.
             original = self.get_manifest(repository, tag)
+            tombstone = None
             try:
-                self.delete_manifest(repository, self._push_tombstone(repository, tag))
+                tombstone = self._push_tombstone(repository, tag)
+                self.finish_tag_delete(repository, tombstone)
             except RegistryError:
                 # Left on the tombstone, the tag would point at nothing anyone pushed. When the
-                # registry is gone this fails too: the caller's error stands either way.
-                with suppress(RegistryError):
+                # registry is gone this fails too: the caller's error stands either way, and
+                # the tag stays on the tombstone until a retry finishes the delete.
+                try:
                     self.put_manifest(repository, tag, original.raw, original.media_type)
+                except RegistryError:
+                    logger.warning(
+                        "Tag %s:%s may be left on tombstone %s; deleting the tag again finishes it",
+                        repository,
+                        tag,
+                        tombstone or "(its PUT failed)",
+                        extra={"repository": repository, "tag": tag, "tombstone": tombstone},
+                    )
                 raise
+
+    def finish_tag_delete(self, repository: str, tombstone: str) -> None:
+        """Delete a tombstone, the last step of delete_tag on Distribution 2.8. Also finishes a
+        delete_tag that stopped before this step (the registry failed in between): the tag is
+        still on the tombstone, see is_tombstone. Gone already means someone else finished it."""
+        with suppress(NotFound):
+            self.delete_manifest(repository, tombstone)
+
+    def is_tombstone(self, repository: str, digest: str) -> bool:
+        """Whether `digest` is one of the tombstones delete_tag moves a tag onto: an OCI artifact
+        of our own artifact type (see make_tombstone), which nobody pushes by accident. Needs a
+        GET: a HEAD only tells the manifest's media type."""
+        try:
+            fetched = self.get_manifest(repository, digest)
+        except NotFound:
+            return False
+        manifest = fetched.manifest
+        return isinstance(manifest, ImageManifest) and manifest.artifact_type == mediatypes.TOMBSTONE_ARTIFACT_TYPE
 
     # Helpers of the operations
 
