@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from dashboard import deletion, rollback
 from dashboard.access import repository_for, visible_repositories
 from dashboard.actions import ActionRefused
-from dashboard.models import ApiToken, Pin, Repository, Tag
+from dashboard.models import ApiToken, Pin, Repository, Tag, TagHistory
 from dashboard.registries import configured_registry
 
 PAGE_SIZE = 500
@@ -229,6 +229,50 @@ def restore(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     )
     return JsonResponse(
         {"tag": result.tag, "digest": result.digest, "previous_digest": result.previous, "changed": result.changed}
+    )
+
+
+@api_view("GET")
+def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
+    """The versions `tag` can be restored to, as the rollback page lists them: its earlier
+    digests still in the registry (tagged or not) and the pinned versions, newest created first."""
+    repository = _repository(request, name)
+    rollback.validate_tag_name(tag)
+    found = rollback.rollback_candidates(repository, tag)
+    if found.current is None and not TagHistory.objects.filter(repository=repository, tag=tag).exists():
+        raise ActionRefused(f"No such tag: {tag}.", status=404)
+    current = found.current
+    return JsonResponse(
+        {
+            "repository": repository.name,
+            "tag": tag,
+            "current": (
+                {
+                    "digest": current.manifest.digest,
+                    "created": _time(current.created),
+                    "pointed_at": _time(current.pointed_at),
+                }
+                if current
+                else None
+            ),
+            "candidates": [
+                {
+                    "digest": candidate.manifest.digest,
+                    "media_type": candidate.manifest.media_type,
+                    "kind": candidate.manifest.kind,
+                    "created": _time(candidate.manifest.created),
+                    "size": candidate.manifest.size,
+                    # The tag's last stretch on this digest; both null for a pin it never pointed at.
+                    "pointed_from": _time(candidate.pointed_since),
+                    "pointed_until": _time(candidate.left_at),
+                    "tags": candidate.tags,
+                    "untagged": not candidate.tags,
+                    "pinned": candidate.pin is not None,
+                    "pin": pin_json(candidate.pin) if candidate.pin else None,
+                }
+                for candidate in found.versions
+            ],
+        }
     )
 
 

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from django.db.models import Count, DateTimeField, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
-from django.utils import timezone
 
 from dashboard import audit
 from dashboard.access import is_admin
@@ -85,27 +84,48 @@ def _registry_delete(registry: Registry, call: Callable[[], None]) -> None:
         raise
 
 
-def _guard_tag(client: RegistryClient, repository: Repository, tag: str, shown_digest: str) -> None:
-    """The digest guard; when it trips, the cache missed a push, so re-read that tag for the
-    page that explains the refusal."""
+class DeleteUnfinished(ActionRefused):
+    """The tag is on a tombstone: an earlier delete of it stopped half way."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(
+            f"A delete of tag {tag} did not finish: the registry failed after moving the tag onto the "
+            f"placeholder that deleting uses. Nothing was deleted now; finish it by deleting tag {tag} first.",
+            status=409,
+        )
+
+
+def _on_tombstone(client: RegistryClient, repository: Repository, moved: DigestMoved) -> bool:
+    return moved.current is not None and client.is_tombstone(repository.name, moved.current)
+
+
+def _guard_tag(client: RegistryClient, repository: Repository, tag: str, shown_digest: str) -> str | None:
+    """The digest guard. Returns the tombstone the tag is on when an earlier delete of it stopped
+    between moving it there and deleting it (see RegistryClient.delete_tag): that is not a move,
+    and deleting the tag means finishing that delete. Otherwise, when the guard trips, the cache
+    missed a push, so re-read that tag for the page that explains the refusal."""
     try:
         check_digest(client, repository.name, tag, shown_digest)
-    except DigestMoved:
+    except DigestMoved as moved:
+        if _on_tombstone(client, repository, moved):
+            return moved.current
         with suppress(RegistryError):
             sync_tag(repository.registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
         raise
+    return None
 
 
-def _forget(
-    repository: Repository, user, started: datetime, tags: list[str], *, tag: str = "", digest: str = ""
-) -> None:
+def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") -> None:
     """Remove what the registry just deleted from the cache (no registry call), closing the tags'
-    history periods, and name the user on the periods the delete closed."""
-    forget(repository.registry, repository.name, tag=tag or None, digest=digest or None, source=TagHistory.Source.USER)
-    if user is not None and user.is_authenticated:
-        TagHistory.objects.filter(
-            repository=repository, tag__in=tags, ended_by=TagHistory.Source.USER, until__gte=started, user__isnull=True
-        ).update(user=user)
+    history periods in the user's name."""
+    forget(
+        repository.registry,
+        repository.name,
+        tag=tag or None,
+        digest=digest or None,
+        source=TagHistory.Source.USER,
+        user=user if user is not None and user.is_authenticated else None,
+    )
 
 
 # One tag ------------------------------------------------------------------------------------
@@ -121,8 +141,9 @@ def delete_tag(
     client: RegistryClient | None = None,
     action: str = DELETE_TAG,
     note: str = "",
-) -> None:
-    """Delete `tag` only; `shown_digest` is the digest the user saw it point at."""
+) -> str | None:
+    """Delete `tag` only; `shown_digest` is the digest the user saw it point at. Returns the
+    tombstone digest when this finished an earlier delete of the tag that had stopped half way."""
     with guarded_action(
         request, user, repository, action, Role.MAINTAINER, tag=tag, digest_before=shown_digest
     ) as context:
@@ -132,10 +153,14 @@ def delete_tag(
         validate_digest(shown_digest)
         refuse_if_pinned(repository, shown_digest)
         client = client or client_for(repository.registry)
-        started = timezone.now()
-        _guard_tag(client, repository, tag, shown_digest)
-        _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag))
-        _forget(repository, user, started, [tag], tag=tag)
+        tombstone = _guard_tag(client, repository, tag, shown_digest)
+        if tombstone is None:
+            _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag))
+        else:
+            context.notes.append(f"finished an earlier delete that had left the tag on tombstone {tombstone}")
+            _registry_delete(repository.registry, lambda: client.finish_tag_delete(repository.name, tombstone))
+        _forget(repository, user, tag=tag)
+        return tombstone
 
 
 def siblings(tag: Tag) -> list[str]:
@@ -224,7 +249,12 @@ def guard_version(client: RegistryClient, repository: Repository, digest: str, s
         raise TargetGone(digest) from None
     shown = set(shown_tags)
     for tag in sorted(shown):
-        check_digest(client, repository.name, tag, digest)
+        try:
+            check_digest(client, repository.name, tag, digest)
+        except DigestMoved as moved:
+            if _on_tombstone(client, repository, moved):
+                raise DeleteUnfinished(tag) from None
+            raise
     elsewhere = set(
         Tag.objects.filter(repository=repository).exclude(manifest__digest=digest).values_list("name", flat=True)
     )
@@ -277,7 +307,6 @@ def delete_version(
         refuse_if_pinned(repository, digest)
         orphans = {child.digest for child in index_children(repository, [digest]).get(digest, []) if child.orphaned}
         client = client or client_for(repository.registry)
-        started = timezone.now()
         tagged_elsewhere = guard_version(client, repository, digest, shown)
         _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
         deleted = VersionDeleted(digest, shown)
@@ -303,7 +332,7 @@ def delete_version(
         DeletedVersion.objects.create(
             registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
         )
-        _forget(repository, user, started, shown, digest=digest)
+        _forget(repository, user, digest=digest)
         return deleted
 
 
@@ -349,6 +378,7 @@ class PreviewRow:
     pin: Pin | None = None
     current: str | None = None
     last_tag: bool = False  # every tag of its version is selected: the version stays, untagged
+    unfinished: bool = False  # on a tombstone: deleting finishes an earlier delete (see _guard_tag)
 
     @property
     def kept_because(self) -> str:
@@ -356,7 +386,7 @@ class PreviewRow:
             return "not in this repository any more"
         if self.pin is not None:
             return pin_summary(self.pin)
-        if self.current != self.shown_digest:
+        if self.current != self.shown_digest and not self.unfinished:
             now = f"now points at {self.current}" if self.current else "no longer exists in the registry"
             return f"moved since the page was loaded: {now}"
         return ""
@@ -395,7 +425,8 @@ def bulk_preview(
         row = PreviewRow(tag, digest, cached.get(tag), pins.get(digest))
         row.last_tag = row.cached is not None and totals.get(row.cached.manifest_id) == selected[row.cached.manifest_id]
         if row.cached is not None and row.pin is None:
-            row.current = current_digest(client, repository.name, tag)
+            row.current = current = current_digest(client, repository.name, tag)
+            row.unfinished = current is not None and current != digest and client.is_tombstone(repository.name, current)
         rows.append(row)
     return rows
 

@@ -81,7 +81,13 @@ def namespace_of(repository_name: str) -> str:
 
 
 class Manifest(models.Model):
-    """One digest in one repository; its parsed content never changes (content addressed)."""
+    """One digest in one repository; its parsed content never changes (content addressed).
+
+    A row no tag references is kept while it is pinned or one of a tag's recent previous
+    digests (`sync.ROLLBACK_DEPTH`): untagged, yet stored by the registry until deleted by
+    digest, so a tag can be pointed back at it. `missing_since` marks a kept row whose digest
+    the registry lost.
+    """
 
     class Kind(models.TextChoices):
         IMAGE = "image", "image"
@@ -164,7 +170,23 @@ class TagHistory(models.Model):
     until = models.DateTimeField(null=True, blank=True)
     started_by = models.CharField(max_length=20, choices=Source.choices)
     ended_by = models.CharField(max_length=20, choices=Source.choices, blank=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Who started the period (a restore) and who ended it (a restore elsewhere, or a delete):
+    # two people, so a later delete never overwrites the name of the restorer.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="The user whose action started the period.",
+    )
+    ended_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user whose action ended the period.",
+    )
 
     class Meta:
         verbose_name_plural = "tag history"

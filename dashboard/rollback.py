@@ -26,7 +26,7 @@ from dashboard.registry import RegistryClient
 from dashboard.registry.client import FetchedManifest
 from dashboard.registry.errors import DigestMismatch, NotFound, RegistryError
 from dashboard.registry.manifests import ImageIndex, is_valid_digest, is_valid_tag
-from dashboard.sync import sync_tag
+from dashboard.sync import forget, sync_tag
 
 # Cheap columns for lists of versions; raw bytes and configs are only read to compare or restore.
 LIST_COLUMNS = ("digest", "kind", "media_type", "size", "created", "platform", "missing_since", "first_seen_at")
@@ -40,11 +40,9 @@ class TargetGone(ActionRefused):
     """The version to restore is no longer in the registry (deleted or garbage-collected)."""
 
     def __init__(self, digest: str, detail: str = "") -> None:
-        super().__init__(
-            f"Version {digest} no longer exists in the registry (deleted or garbage-collected){detail}. "
-            "Nothing was changed.",
-            status=410,
-        )
+        # Also said by a preview, where nothing was tried yet.
+        self.fact = f"Version {digest} no longer exists in the registry (deleted or garbage-collected){detail}"
+        super().__init__(f"{self.fact}. Nothing was changed.", status=410)
 
 
 def _audited(value: str, column: str) -> str:
@@ -112,8 +110,10 @@ def pin_version(
             raise ActionRefused(f"Tag {tag} does not exist in the registry.", status=404)
         digest = digest or tag_digest
         action.digest_before = digest
-        if digest != tag_digest and not _exists(client, repository.name, digest):
-            raise TargetGone(digest)
+        if digest != tag_digest:
+            # Checked as a restore checks its target, so a version found gone leaves the cache
+            # (and the rollback candidates) here too.
+            _fetch_target(registry, client, repository.name, digest)
         cached_tags = Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True)
         tags_at_pin = set(cached_tags)
         # The cache may lag behind the registry; for the tag named, the registry's answer counts.
@@ -224,7 +224,7 @@ class Period:
     row: TagHistory
     manifest: Manifest | None
     pinned: bool
-    ended_by_user: User | None = None
+    moved: bool = False  # it ended because the tag moved to another digest, not because it was deleted
 
     @property
     def exists(self) -> bool:
@@ -232,28 +232,39 @@ class Period:
         return self.manifest is not None and self.manifest.missing_since is None
 
     @property
+    def state(self) -> str:
+        if self.exists:
+            return "in the registry"
+        if self.manifest is None:
+            # Dropped by the sync: older than it keeps (sync.ROLLBACK_DEPTH), or the tag is gone.
+            return "not cached"
+        return "deleted"
+
+    @property
     def current(self) -> bool:
         return self.row.until is None
 
     @property
     def started_by(self) -> str:
-        by_user = self.row.started_by == TagHistory.Source.USER
-        return _actor(self.row.get_started_by_display(), self.row.user if by_user else None)
+        """E.g. "pushed (seen by sync)", "restored by olivia"."""
+        what = "restored" if self.row.started_by == TagHistory.Source.USER else "pushed"
+        return _actor(what, self.row.get_started_by_display(), self.row.user)
 
     @property
     def ended_by(self) -> str:
+        """E.g. "moved (registry notification)", "deleted by max"; "" while current."""
         if not self.row.ended_by:
             return ""
-        return _actor(self.row.get_ended_by_display(), self.ended_by_user)
+        return _actor("moved" if self.moved else "deleted", self.row.get_ended_by_display(), self.row.ended_by_user)
 
 
-def _actor(source: str, user: User | None) -> str:
-    return f"{source} ({user})" if user is not None else source
+def _actor(what: str, source: str, user: User | None) -> str:
+    return f"{what} by {user}" if user is not None else f"{what} ({source})"
 
 
 def tag_periods(repository: Repository, tag: str, limit: int = HISTORY_SHOWN) -> list[Period]:
     """The tag's history, newest first, with whether each digest still exists and is pinned."""
-    history = TagHistory.objects.filter(repository=repository, tag=tag).select_related("user")
+    history = TagHistory.objects.filter(repository=repository, tag=tag).select_related("user", "ended_by_user")
     rows = list(history.order_by("-since", "-id")[:limit])
     digests = {row.digest for row in rows}
     manifests = {
@@ -262,17 +273,9 @@ def tag_periods(repository: Repository, tag: str, limit: int = HISTORY_SHOWN) ->
     }
     pinned = set(Pin.objects.filter(repository=repository, digest__in=digests).values_list("digest", flat=True))
     periods = [Period(row, manifests.get(row.digest), row.digest in pinned) for row in rows]
-    # A period ended by a user: by the next period's user when a restore opened it, else (a
-    # delete, which opens nothing) by the user the delete recorded on the closed period.
-    newer = None
-    for period in periods:
-        if period.row.ended_by == TagHistory.Source.USER:
-            restored = newer is not None and newer.row.started_by == TagHistory.Source.USER
-            if restored and newer.row.since == period.row.until:
-                period.ended_by_user = newer.row.user
-            elif period.row.started_by != TagHistory.Source.USER:
-                period.ended_by_user = period.row.user
-        newer = period
+    # A move closes a period and opens the next at the same moment; a delete opens nothing.
+    for newer, period in zip(periods, periods[1:]):
+        period.moved = newer.row.since == period.row.until
     return periods
 
 
@@ -287,19 +290,23 @@ class RestoreResult:
     changed: bool
 
 
-def _fetch_target(client: RegistryClient, repository: str, digest: str) -> FetchedManifest:
+def _fetch_target(registry: Registry, client: RegistryClient, repository: str, digest: str) -> FetchedManifest:
     """The manifest's exact bytes, fetched by digest now: this also proves it still exists.
 
     An index whose platform images were deleted would be refused by the registry mid-way, so
-    its children are checked first and the user told which one is missing.
+    its children are checked first and the user told which one is missing. A digest found gone
+    is forgotten by the cache as if the registry had notified its delete, so it is not offered
+    as a rollback candidate again.
     """
     try:
         fetched = client.get_manifest(repository, digest)
     except NotFound:
+        forget(registry, repository, digest=digest, source=TagHistory.Source.SYNC)
         raise TargetGone(digest) from None
     if isinstance(fetched.manifest, ImageIndex):
         for child in fetched.manifest.manifests:
             if not _exists(client, repository, child.digest):
+                forget(registry, repository, digest=child.digest, source=TagHistory.Source.SYNC)
                 raise TargetGone(digest, f": its {child.platform or child.digest} image is gone")
     return fetched
 
@@ -343,7 +350,7 @@ def restore_tag(
         if previous == digest:
             action.notes.append("the tag already pointed there; nothing was changed")
             return RestoreResult(tag, digest, previous, changed=False)
-        fetched = _fetch_target(client, repository.name, digest)
+        fetched = _fetch_target(registry, client, repository.name, digest)
         stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
         if stored != digest:
             raise DigestMismatch(digest, stored)
@@ -351,13 +358,10 @@ def restore_tag(
         if verified != digest:
             raise DigestMismatch(digest, verified)
         try:
-            sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER)
+            sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER, user=user)
         except RegistryError as error:
             # The tag has moved all the same: report success, and let the next sync catch up.
             action.notes.append(f"the cache was not refreshed: {error}")
-        TagHistory.objects.filter(
-            repository=repository, tag=tag, digest=digest, until__isnull=True, started_by=TagHistory.Source.USER
-        ).update(user=user)
         return RestoreResult(tag, digest, previous, changed=True)
 
 
@@ -368,8 +372,10 @@ def restore_tag(
 class Candidate:
     manifest: Manifest
     pin: Pin | None
-    left_at: datetime | None  # when the tag last stopped pointing here; None if it never did
-    tags: list[str]
+    # The tag's last stretch on this digest; None for a pinned version it never pointed at.
+    pointed_since: datetime | None
+    left_at: datetime | None
+    tags: list[str]  # tags on it now; none: untagged, kept by the registry until deleted by digest
 
 
 @dataclass
@@ -380,21 +386,24 @@ class Candidates:
 
 
 def rollback_candidates(repository: Repository, tag: str) -> Candidates:
-    """Versions `tag` can go back to: pinned ones and its earlier digests that still exist."""
+    """Versions `tag` can go back to: pinned ones and its earlier digests that still exist,
+    tagged or not (the sync keeps a tag's recent previous digests, see `sync.previous_digests`)."""
     current = (
         Tag.objects.filter(repository=repository, name=tag)
         .select_related("manifest")
         .only("name", "created", "pointed_at", *(f"manifest__{column}" for column in LIST_COLUMNS))
         .first()
     )
-    left_at = dict(
-        TagHistory.objects.filter(repository=repository, tag=tag, until__isnull=False)
+    # A tag's periods never overlap, so the latest start and end on a digest are its last stretch.
+    pointed = {
+        digest: (since, left)
+        for digest, since, left in TagHistory.objects.filter(repository=repository, tag=tag, until__isnull=False)
         .values("digest")
-        .annotate(left=Max("until"))
-        .values_list("digest", "left")
-    )
+        .annotate(since=Max("since"), left=Max("until"))
+        .values_list("digest", "since", "left")
+    }
     pins = {pin.digest: pin for pin in Pin.objects.filter(repository=repository).select_related("created_by")}
-    digests = (left_at.keys() | pins.keys()) - {current.manifest.digest if current else None}
+    digests = (pointed.keys() | pins.keys()) - {current.manifest.digest if current else None}
     manifests = list(
         Manifest.objects.filter(repository=repository, digest__in=digests, missing_since__isnull=True).only(
             *LIST_COLUMNS
@@ -409,7 +418,7 @@ def rollback_candidates(repository: Repository, tag: str) -> Candidates:
     return Candidates(
         tag,
         current,
-        [Candidate(m, pins.get(m.digest), left_at.get(m.digest), names[m.id]) for m in manifests],
+        [Candidate(m, pins.get(m.digest), *pointed.get(m.digest, (None, None)), names[m.id]) for m in manifests],
     )
 
 
@@ -432,11 +441,15 @@ class Preview:
     tag: str
     digest: str
     current_digest: str | None
-    target_exists: bool
+    gone: str  # why the target cannot be restored (it or a platform image is gone); "" when it can
     current: Manifest | None
     target: Manifest | None
     pin: Pin | None
     comparison: Comparison | None
+
+    @property
+    def target_exists(self) -> bool:
+        return not self.gone
 
     @property
     def changes_nothing(self) -> bool:
@@ -446,11 +459,18 @@ class Preview:
 def restore_preview(registry: Registry, repository: Repository, tag: str, digest: str) -> Preview:
     """The tag's digest now, whether the target still exists, and what differs between them.
 
+    The target is fetched the way a restore fetches it, so a preview never offers what the
+    restore would refuse, and a gone target leaves the cache (`_fetch_target`).
     Raises RegistryError when the registry cannot answer.
     """
     client = client_for(registry)
     now = current_digest(client, repository.name, tag)
-    exists = _exists(client, repository.name, digest)
+    gone = ""
+    if now != digest:
+        try:
+            _fetch_target(registry, client, repository.name, digest)
+        except TargetGone as refused:
+            gone = refused.fact
     cached = {
         manifest.digest: manifest
         for manifest in Manifest.objects.filter(repository=repository, digest__in={digest, now}).only(
@@ -465,7 +485,7 @@ def restore_preview(registry: Registry, repository: Repository, tag: str, digest
         tag=tag,
         digest=digest,
         current_digest=now,
-        target_exists=exists,
+        gone=gone,
         current=current,
         target=target,
         pin=Pin.objects.filter(repository=repository, digest=digest).select_related("created_by").first(),

@@ -32,6 +32,7 @@ from dashboard.access import (
 )
 from dashboard.actions import ActionRefused
 from dashboard.compare import compare_manifests, resolve_reference
+from dashboard.forms import QueryForm
 from dashboard.models import (
     ApiToken,
     AuditEntry,
@@ -67,11 +68,6 @@ def _check_digest(value: str) -> None:
 def _check_reference(value: str) -> None:
     if not (is_valid_tag(value) or is_valid_digest(value)):
         raise forms.ValidationError("Give a tag or a digest (sha256:…).")
-
-
-class QueryForm(forms.Form):
-    def error_text(self) -> str:
-        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
 
 
 class PinsQuery(QueryForm):
@@ -309,6 +305,8 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
         preview = rollback.restore_preview(registry, repository, tag, digest)
     except RegistryError as failure:
         return _refused(request, f"Could not read the registry: {failure}", 502, rollback_page)
+    if preview.gone and not error:
+        status = 410  # the page says what is gone; there is nothing to confirm
     context = {
         "repository": repository,
         "preview": preview,

@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
@@ -78,6 +80,11 @@ TYPE_MAX_LENGTH = 255
 READ_AHEAD = 4
 # A row another sync deletes between our read and our write; each retry fetches what vanished.
 WRITE_ATTEMPTS = 3
+# Ended history periods per existing tag whose digests stay cached after losing their last tag,
+# so the tag can be pointed back at them. A rollback goes back a release or a few, while CI may
+# move `latest` on every commit: counting periods per tag bounds the kept rows by the tags that
+# exist, not by everything ever pushed. Older digests stay in the history, shown as not cached.
+ROLLBACK_DEPTH = 10
 
 
 @dataclass
@@ -360,6 +367,7 @@ class _Cached:
     children: list[dict[str, Any]]
     size: int
     created: datetime | None
+    missing_since: datetime | None
 
     @property
     def child_digests(self) -> list[str]:
@@ -375,15 +383,22 @@ class _MissingContent(Exception):
 
 
 def write_repository(
-    registry: Registry, client: RegistryClient, readout: Readout, *, source: str, now: datetime | None = None
+    registry: Registry,
+    client: RegistryClient,
+    readout: Readout,
+    *,
+    source: str,
+    now: datetime | None = None,
+    user: User | None = None,
 ) -> RepositoryResult:
-    """Bring the cached rows of one repository in line with a readout."""
+    """Bring the cached rows of one repository in line with a readout; `user` is whose action
+    (a restore) moved the tags, named on the history periods it closes and opens."""
     now = now or timezone.now()
     repository, _ = Repository.objects.get_or_create(registry=registry, name=readout.name)
     for _attempt in range(WRITE_ATTEMPTS):
         try:
             with transaction.atomic():
-                return _apply(repository, readout, source, now)
+                return _apply(repository, readout, source, now, user)
         except _MissingContent as missing:
             # Outside the transaction: registry reads never hold the write lock.
             for digest in sorted(missing.digests):
@@ -392,7 +407,9 @@ def write_repository(
     raise RegistryError(f"The content of {readout.name} kept changing during the sync; try again")
 
 
-def _apply(repository: Repository, readout: Readout, source: str, now: datetime) -> RepositoryResult:
+def _apply(
+    repository: Repository, readout: Readout, source: str, now: datetime, user: User | None
+) -> RepositoryResult:
     # Serialises writers of one repository (SQLite's IMMEDIATE transactions already do), and
     # everything below is read after the lock, so a concurrent sync's rows are seen, not duplicated.
     repository = Repository.objects.select_for_update().get(pk=repository.pk)
@@ -410,7 +427,11 @@ def _apply(repository: Repository, readout: Readout, source: str, now: datetime)
     digest_of = {row.id: digest for digest, row in cached.items()}
     new_tags = [tag for tag in target if tag not in tags]
     moved = [tag for tag in target if tag in tags and digest_of[tags[tag][1]] != target[tag]]
-    _write_tags(repository, tags, target, new_tags, moved, gone, cached, source, now)
+    _write_tags(repository, tags, target, new_tags, moved, gone, cached, source, now, user)
+    # A digest deleted once and pushed again: the HEAD just found it, so it is no longer missing.
+    found = [cached[digest].id for digest in set(target.values()) if cached[digest].missing_since is not None]
+    if found:
+        Manifest.objects.filter(id__in=found).update(missing_since=None)
     seen = Tag.objects.filter(repository=repository)
     if not readout.complete:
         seen = seen.filter(name__in=list(target))
@@ -438,14 +459,15 @@ def _write_tags(
     cached: dict[str, _Cached],
     source: str,
     now: datetime,
+    user: User | None,
 ) -> None:
     """Create, move and delete Tag rows in bulk, closing and opening their history periods."""
     if not (new_tags or moved or gone):
         return
     # New tags too: a period left open by an earlier failure would break "one open period".
-    close_periods(repository, [*new_tags, *moved, *gone], source, now)
+    close_periods(repository, [*new_tags, *moved, *gone], source, now, user)
     TagHistory.objects.bulk_create(
-        TagHistory(repository=repository, tag=tag, digest=target[tag], since=now, started_by=source)
+        TagHistory(repository=repository, tag=tag, digest=target[tag], since=now, started_by=source, user=user)
         for tag in [*new_tags, *moved]
     )
     Tag.objects.filter(id__in=[tags[tag][0] for tag in gone]).delete()
@@ -471,7 +493,7 @@ def _write_tags(
 
 def _cached_manifests(repository: Repository) -> dict[str, _Cached]:
     rows = Manifest.objects.filter(repository=repository).values_list(
-        "digest", "id", "children", "size", "created"
+        "digest", "id", "children", "size", "created", "missing_since"
     )
     return {digest: _Cached(*rest) for digest, *rest in rows}
 
@@ -514,7 +536,7 @@ def _create_manifests(
         for digest, content in contents.items()
     )
     for row in rows:
-        cached[row.digest] = _Cached(row.id, row.children, row.size, row.created)
+        cached[row.digest] = _Cached(row.id, row.children, row.size, row.created, row.missing_since)
     return len(rows)
 
 
@@ -567,26 +589,46 @@ def prune(
     repository: Repository,
     cached: dict[str, _Cached],
     tagged: set[str],
-    pinned_present: dict[str, bool],
+    present: dict[str, bool],
     now: datetime,
 ) -> int:
     """Delete the repository's manifests that no tag references (directly or as a child of a
-    tagged index), except pinned ones: those stay, marked missing when the registry lost them."""
-    referenced = closure(tagged, lambda digest: cached[digest].child_digests if digest in cached else ())
-    unreferenced = cached.keys() - referenced
+    tagged index), except pinned ones and the tags' previous digests (`previous_digests`).
+    Those stay, untagged, with their platform images while the registry has them; `present`
+    (digest -> whether the registry has it, for the digests checked) marks them missing (so the
+    history can say "deleted", and no rollback offers them) or found again."""
+
+    def children(digest: str) -> Iterable[str]:
+        return cached[digest].child_digests if digest in cached else ()
+
+    unreferenced = cached.keys() - closure(tagged, children)
     if not unreferenced:
         return 0
     pinned = set(Pin.objects.filter(repository=repository, digest__in=unreferenced).values_list("digest", flat=True))
-    doomed = unreferenced - pinned
+    roots = pinned | (previous_digests(repository) & unreferenced)
+    lost = {digest for digest in roots if present.get(digest) is False}
+    found = {digest for digest in roots if present.get(digest)}
+    live = {digest for digest in roots - lost if digest in found or cached[digest].missing_since is None}
+    doomed = unreferenced - roots - closure(live, children)
     Manifest.objects.filter(id__in=[cached[digest].id for digest in doomed]).delete()
-    lost = [digest for digest in pinned if pinned_present.get(digest) is False]
-    found = [digest for digest in pinned if pinned_present.get(digest)]
     lost_rows = Manifest.objects.filter(repository=repository, digest__in=lost, missing_since__isnull=True)
     lost_rows.update(missing_since=now)
     Manifest.objects.filter(repository=repository, digest__in=found).update(missing_since=None)
     for digest in doomed:
         del cached[digest]
     return len(doomed)
+
+
+def previous_digests(repository: Repository) -> set[str]:
+    """The digests of the last ROLLBACK_DEPTH ended periods of each tag the repository has now.
+    A deleted tag keeps none: retention deletes build tags by the thousand."""
+    periods = (
+        TagHistory.objects.filter(repository=repository, until__isnull=False)
+        .filter(tag__in=Tag.objects.filter(repository=repository).values("name"))
+        .annotate(rank=Window(RowNumber(), partition_by=F("tag"), order_by=[F("until").desc(), F("id").desc()]))
+        .filter(rank__lte=ROLLBACK_DEPTH)
+    )
+    return set(periods.values_list("digest", flat=True))
 
 
 def repository_totals(repository: Repository) -> dict[str, Any]:
@@ -621,9 +663,11 @@ def closure(roots: Iterable[str], children: Callable[[str], Iterable[str]]) -> s
     return found
 
 
-def close_periods(repository: Repository, tags: Iterable[str], source: str, now: datetime) -> None:
+def close_periods(
+    repository: Repository, tags: Iterable[str], source: str, now: datetime, user: User | None = None
+) -> None:
     TagHistory.objects.filter(repository=repository, tag__in=list(tags), until__isnull=True).update(
-        until=now, ended_by=source
+        until=now, ended_by=source, ended_by_user=user
     )
 
 
@@ -713,15 +757,21 @@ def sync_repository(
 
 
 def sync_tag(
-    registry: Registry, client: RegistryClient, repository_name: str, tag: str, *, source: str = Source.NOTIFICATION
+    registry: Registry,
+    client: RegistryClient,
+    repository_name: str,
+    tag: str,
+    *,
+    source: str = Source.NOTIFICATION,
+    user: User | None = None,
 ) -> RepositoryResult:
-    """Sync one tag after a push, a notification or a user action: HEAD it, fetch its content
-    if new, move or remove the cached tag. Other tags are left alone."""
+    """Sync one tag after a push, a notification or a user action (by `user`): HEAD it, fetch
+    its content if new, move or remove the cached tag. Other tags are left alone."""
     try:
         readout = read_repository(
             client, repository_name, known=partial(_known_in_database, registry, repository_name), tags=[tag]
         )
-        return write_repository(registry, client, readout, source=source)
+        return write_repository(registry, client, readout, source=source, user=user)
     except RegistryError as error:
         record_failure(registry, [repository_name], error)
         raise
@@ -734,10 +784,12 @@ def forget(
     digest: str | None = None,
     tag: str | None = None,
     source: str = Source.NOTIFICATION,
+    user: User | None = None,
 ) -> int:
-    """The registry deleted a manifest (and with it every tag on it) or a tag: remove their
-    rows without asking the registry. A deleted pinned manifest stays, marked missing.
-    Returns how many tags were removed."""
+    """The registry deleted a manifest (and with it every tag on it) or a tag, by `user`'s
+    action or as noticed: remove their rows without asking the registry. A deleted manifest
+    that is pinned or a tag's previous digest stays, marked missing. Returns how many tags
+    were removed."""
     repository = Repository.objects.filter(registry=registry, name=repository_name).first()
     if repository is None:
         return 0
@@ -747,7 +799,7 @@ def forget(
         doomed = Tag.objects.filter(repository=repository)
         doomed = doomed.filter(manifest__digest=digest) if digest else doomed.filter(name=tag)
         names = list(doomed.values_list("name", flat=True))
-        close_periods(repository, names, source, now)
+        close_periods(repository, names, source, now, user)
         doomed.delete()
         tagged = set(Tag.objects.filter(repository=repository).values_list("manifest__digest", flat=True))
         prune(repository, _cached_manifests(repository), tagged, {digest: False} if digest else {}, now)

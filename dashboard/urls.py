@@ -42,6 +42,7 @@ urlpatterns = [
     path("account/api-tokens/<int:pk>/revoke/", rollback_views.api_token_revoke, name="api-token-revoke"),
     path("api/v1/repositories/", api.repositories, name="api-repositories"),
     path("api/v1/repositories/<path:name>/-/tags/<str:tag>/restore/", api.restore, name="api-restore"),
+    path("api/v1/repositories/<path:name>/-/tags/<str:tag>/candidates/", api.candidates, name="api-candidates"),
     path("api/v1/repositories/<path:name>/-/tags/<str:tag>/", api.tag, name="api-tag"),
     path("api/v1/repositories/<path:name>/-/tags/", api.tags, name="api-tags"),
     path("api/v1/repositories/<path:name>/-/pins/<str:digest>/", api.pin, name="api-pin"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from dashboard.models import ApiToken, AuditEntry, Pin
@@ -53,6 +55,7 @@ def urls(name: str, tag: str = "production", digest: str = "") -> dict[str, str]
         "tags": reverse("dashboard:api-tags", args=[name]),
         "pins": reverse("dashboard:api-pins", args=[name]),
         "restore": reverse("dashboard:api-restore", args=[name, tag]),
+        "candidates": reverse("dashboard:api-candidates", args=[name, tag]),
         "tag": reverse("dashboard:api-tag", args=[name, tag]),
         "pin": reverse("dashboard:api-pin", args=[name, digest or "sha256:" + "0" * 64]),
     }
@@ -100,6 +103,8 @@ def test_role_and_visibility_matrix(deployed, people, api):
     assert api(people.maintainer).post(named["restore"], restore).status_code == 403
     assert api(people.maintainer).post(named["pins"], {"digest": v1.digest, "reason": "x"}).status_code == 403
     assert api(people.viewer).delete(named["tag"] + f"?expected_digest={v2.digest}").status_code == 403
+    assert api(people.viewer).get(named["candidates"]).status_code == 200
+    assert api(people.outsider).get(named["candidates"]).json() == {"error": "No such repository."}
     assert Api(None).get(reverse("dashboard:api-repositories")).status_code == 401
     unknown = urls("no/such/repository")
     assert api(people.operator).get(unknown["tags"]).json() == {"error": "No such repository."}
@@ -152,6 +157,76 @@ def test_ci_pins_the_deployed_release_and_rolls_production_back(deployed, people
     assert sorted(actions) == sorted(
         [("pin", "ok"), ("restore", "refused"), ("restore", "ok"), ("unpin", "ok"), ("unpin", "refused")]
     )
+
+
+def test_ci_finds_the_untagged_previous_digest_of_a_tag_and_restores_it(dashboard, pusher, repo_name, people, api):
+    """Only `prod` is ever pushed: the digest it pointed at before has no tag left, and the
+    candidates are the only place that still names it."""
+    v1 = pusher.push_image(repo_name, "prod", created=datetime(2026, 1, 1, tzinfo=UTC), unique=f"{repo_name}-1")
+    dashboard.sync(repo_name)
+    v2 = pusher.push_image(repo_name, "prod", created=datetime(2026, 2, 1, tzinfo=UTC), unique=f"{repo_name}-2")
+    dashboard.sync(repo_name)
+    assert pusher.tags(repo_name) == ["prod"]
+    ci = api(people.operator)
+    named = urls(repo_name, tag="prod")
+
+    body = ci.get(named["candidates"]).json()
+
+    assert (body["repository"], body["tag"], body["current"]["digest"]) == (repo_name, "prod", v2.digest)
+    [candidate] = body["candidates"]
+    assert candidate["digest"] == v1.digest
+    assert (candidate["tags"], candidate["untagged"], candidate["pinned"], candidate["pin"]) == ([], True, False, None)
+    assert candidate["created"] == "2026-01-01T00:00:00+00:00"
+    assert candidate["pointed_from"] < candidate["pointed_until"] <= body["current"]["pointed_at"]
+
+    rolled = ci.post(named["restore"], {"digest": candidate["digest"], "expected_digest": body["current"]["digest"]})
+
+    assert rolled.json() == {"tag": "prod", "digest": v1.digest, "previous_digest": v2.digest, "changed": True}
+    assert pusher.head_digest(repo_name, "prod") == v1.digest
+    # Now v2 is the untagged previous digest, the way forward again.
+    assert [row["digest"] for row in ci.get(named["candidates"]).json()["candidates"]] == [v2.digest]
+
+
+def test_candidates_show_tags_pins_and_refuse_unknown_tags(deployed, people, api):
+    repository, v1, v2 = deployed
+    Pin.objects.create(repository=repository, digest=v1.digest, reason="last good", created_by=people.operator)
+    ci = api(people.viewer)
+
+    [candidate] = ci.get(urls(repository.name)["candidates"]).json()["candidates"]
+
+    assert (candidate["digest"], candidate["tags"], candidate["untagged"]) == (v1.digest, ["1.0"], False)
+    assert candidate["pinned"] and candidate["pin"]["reason"] == "last good"
+    assert candidate["pin"]["created_by"] == people.operator.username
+    # 2.0 never moved, but the pinned 1.0 is a version it can go to: a pin it never pointed at.
+    [pinned] = ci.get(urls(repository.name, tag="2.0")["candidates"]).json()["candidates"]
+    assert (pinned["digest"], pinned["pointed_from"], pinned["pointed_until"]) == (v1.digest, None, None)
+    unknown = ci.get(urls(repository.name, tag="never-existed")["candidates"])
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "No such tag: never-existed."})
+    assert ci.get(urls(repository.name, tag="-bad")["candidates"]).status_code == 400
+    assert ci.post(urls(repository.name)["candidates"], {}).status_code == 405
+
+
+def test_candidates_cost_the_same_queries_for_few_or_many(deployed, dashboard, pusher, people, api):
+    repository, v1, _ = deployed
+    ci = api(people.viewer)
+    url = urls(repository.name)["candidates"]
+
+    def queries() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as captured:
+            body = ci.get(url).json()
+        return len(captured), len(body["candidates"])
+
+    queries()  # the token's first use of the minute records it: one write more
+    few, listed = queries()
+    for version in range(3, 6):
+        release = pusher.push_image(
+            repository.name, (f"{version}.0", f"{version}-lts", "production"), unique=f"{repository.name}-{version}"
+        )
+        dashboard.sync(repository.name)
+        Pin.objects.create(repository=repository, digest=release.digest, reason="r", created_by=people.operator)
+    many, more = queries()
+    assert (listed, more) == (1, 4)
+    assert many == few
 
 
 def test_delete_a_tag_with_the_digest_guard(deployed, people, api, pusher):

@@ -222,7 +222,8 @@ def test_a_push_event_waits_until_the_registry_shows_the_pushed_digest(client, c
 
     tag_soon.join()
     assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == new.digest
-    assert not Manifest.objects.filter(digest=old.digest).exists()
+    # Untagged now, and kept as the tag's previous digest (a rollback candidate).
+    assert not Manifest.objects.get(repository__name=repo_name, digest=old.digest).tags.exists()
 
 
 # A real registry notifying the live server ---------------------------------------------------

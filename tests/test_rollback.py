@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from importlib import import_module
 
 import pytest
 import requests
+from django.apps import apps as django_apps
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from dashboard import deletion, rollback
 from dashboard.actions import ActionRefused
-from dashboard.models import AuditEntry, Pin, Tag, TagHistory
+from dashboard.models import ApiToken, AuditEntry, Manifest, Pin, Tag, TagHistory
 from tests.rollback_support import Dashboard, dashboard, people, skopeo_digest  # noqa: F401 (fixtures)
 from tests.support.images import ImagePusher, PushedImage
 
@@ -27,6 +29,11 @@ MAR = datetime(2026, 3, 10, tzinfo=UTC)
 
 def release(pusher: ImagePusher, repo: str, version: str, created: datetime, *tags: str, **kwargs) -> PushedImage:
     return pusher.push_image(repo, (version, *tags), created=created, unique=f"{repo}-{version}", **kwargs)
+
+
+def delete_by_digest(dashboard: Dashboard, repo: str, digest: str) -> None:
+    """Delete a version straight in the registry, behind the dashboard's back."""
+    requests.delete(f"{dashboard.server.url}/v2/{repo}/manifests/{digest}", timeout=10).raise_for_status()
 
 
 def audit_rows(repo: str, action: str) -> list[AuditEntry]:
@@ -99,7 +106,7 @@ def test_a_new_tag_can_be_created_on_an_existing_digest_once(two_releases, dashb
 
 def test_restore_to_a_deleted_digest_is_refused_before_anything_changes(two_releases, dashboard, people, pusher):
     repository, v1, v2 = two_releases
-    requests.delete(f"{dashboard.server.url}/v2/{repository.name}/manifests/{v1.digest}", timeout=10).raise_for_status()
+    delete_by_digest(dashboard, repository.name, v1.digest)
 
     with pytest.raises(ActionRefused) as refused:
         rollback.restore_tag(
@@ -322,10 +329,36 @@ def test_history_records_pushes_restores_and_deletes_with_who_did_them(two_relea
         (v2.digest, "sync", "user", False),
         (v1.digest, "sync", "sync", True),
     ]
-    assert [p.started_by for p in periods] == ["user action (olivia)", "seen by sync", "seen by sync"]
-    # One user per period: the restorer is kept, so the delete that ended it is named in the audit log.
-    assert [p.ended_by for p in periods] == ["user action", "user action (olivia)", "seen by sync"]
+    # The restorer and the deleter of one period are both kept.
+    assert (periods[0].row.user, periods[0].row.ended_by_user) == (people.operator, people.maintainer)
+    assert [p.started_by for p in periods] == ["restored by olivia", "pushed (seen by sync)", "pushed (seen by sync)"]
+    assert [p.ended_by for p in periods] == ["deleted by max", "moved by olivia", "moved (seen by sync)"]
     assert not any(p.current for p in periods)
+
+
+def test_history_users_recorded_in_one_field_are_split_by_the_migration(two_releases, people):
+    repository, v1, v2 = two_releases
+    split_users = import_module("dashboard.migrations.0002_tag_history_ended_by_user").split_users
+
+    def period(tag, digest, since, until, started_by, user=None):
+        return TagHistory.objects.create(
+            repository=repository, tag=tag, digest=digest, since=since, until=until,
+            started_by=started_by, ended_by="user", user=user,
+        )
+
+    # As stored before: a restore named its user only on the period it opened; a delete named
+    # its user on the period it closed unless someone had started that one.
+    moved_by_restore = period("staging", v1.digest, JAN, FEB, "sync")
+    restored_then_deleted = period("staging", v2.digest, FEB, MAR, "user", people.operator)
+    deleted = period("canary", v1.digest, JAN, MAR, "sync", people.maintainer)
+
+    split_users(django_apps, None)
+
+    for row in (moved_by_restore, restored_then_deleted, deleted):
+        row.refresh_from_db()
+    assert (moved_by_restore.user, moved_by_restore.ended_by_user) == (None, people.operator)
+    assert (restored_then_deleted.user, restored_then_deleted.ended_by_user) == (people.operator, None)
+    assert (deleted.user, deleted.ended_by_user) == (None, people.maintainer)
 
 
 def test_the_history_page_draws_a_timeline_without_inline_styles(two_releases, dashboard, people, client):
@@ -380,6 +413,80 @@ def test_candidates_are_pins_and_earlier_digests_that_still_exist_newest_first(t
     ]
 
 
+@pytest.fixture
+def untagged_previous(dashboard: Dashboard, pusher: ImagePusher, repo_name: str):
+    """v1 then v2 pushed as `prod` and nothing else: v1 is left untagged, yet stored."""
+    v1 = pusher.push_image(repo_name, "prod", created=JAN, unique=f"{repo_name}-v1")
+    dashboard.sync(repo_name)
+    v2 = pusher.push_image(repo_name, "prod", created=FEB, unique=f"{repo_name}-v2")
+    repository = dashboard.sync(repo_name)
+    assert pusher.tags(repo_name) == ["prod"]
+    return repository, v1, v2
+
+
+def restore_url(repository) -> str:
+    return reverse("dashboard:restore", args=[repository.name])
+
+
+def test_an_untagged_previous_digest_is_offered_and_restored(untagged_previous, dashboard, people, pusher, client):
+    repository, v1, v2 = untagged_previous
+    kept = Manifest.objects.get(repository=repository, digest=v1.digest)
+    assert (kept.missing_since, kept.tags.exists()) == (None, False)
+
+    candidates = rollback.rollback_candidates(repository, "prod")
+    assert [(c.manifest.digest, c.tags) for c in candidates.versions] == [(v1.digest, [])]
+    assert candidates.versions[0].pointed_since < candidates.versions[0].left_at
+    client.force_login(people.operator)
+    page = client.get(reverse("dashboard:rollback", args=[repository.name]), {"tag": "prod"}).content.decode()
+    assert "untagged</span>, kept by the registry" in page and "2026-01-10" in page
+
+    query = {"tag": "prod", "digest": v1.digest, "expected": v2.digest}
+    assert client.get(restore_url(repository), query).status_code == 200
+    assert client.post(restore_url(repository), query).status_code == 302
+
+    assert pusher.head_digest(repository.name, "prod") == v1.digest
+    assert skopeo_digest(dashboard.server, repository.name, "prod") == v1.digest
+    # Now v2 is the untagged one, and the only way back.
+    assert [c.manifest.digest for c in rollback.rollback_candidates(repository, "prod").versions] == [v2.digest]
+
+
+def test_a_candidate_deleted_behind_the_dashboards_back_is_gone_at_preview(untagged_previous, dashboard, people, client):
+    repository, v1, v2 = untagged_previous
+    delete_by_digest(dashboard, repository.name, v1.digest)
+    assert [c.manifest.digest for c in rollback.rollback_candidates(repository, "prod").versions] == [v1.digest]
+    client.force_login(people.operator)
+
+    gone = client.get(restore_url(repository), {"tag": "prod", "digest": v1.digest, "expected": v2.digest})
+
+    assert gone.status_code == 410
+    assert b"no longer exists in the registry" in gone.content
+    assert b'name="expected"' not in gone.content  # nothing to confirm
+    assert rollback.rollback_candidates(repository, "prod").versions == []
+    page = client.get(reverse("dashboard:rollback", args=[repository.name]), {"tag": "prod"})
+    assert b"No earlier version of prod" in page.content
+    assert [p.state for p in rollback.tag_periods(repository, "prod")] == ["in the registry", "deleted"]
+
+
+def test_an_api_restore_to_a_candidate_found_gone_is_refused_and_not_offered_again(
+    untagged_previous, dashboard, people, pusher, client
+):
+    repository, v1, v2 = untagged_previous
+    _, token = ApiToken.issue(people.operator, "deploy")
+    delete_by_digest(dashboard, repository.name, v1.digest)
+
+    response = client.post(
+        reverse("dashboard:api-restore", args=[repository.name, "prod"]),
+        {"digest": v1.digest, "expected_digest": v2.digest},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert response.status_code == 410
+    assert "no longer exists in the registry" in response.json()["error"]
+    assert pusher.head_digest(repository.name, "prod") == v2.digest
+    assert rollback.rollback_candidates(repository, "prod").versions == []
+
+
 def test_the_preview_shows_both_versions_and_the_confirmation_restores(two_releases, dashboard, people, pusher, client):
     repository, v1, v2 = two_releases
     client.force_login(people.operator)
@@ -410,7 +517,7 @@ def test_the_confirmation_page_answers_refusals_with_their_status(two_releases, 
     moved = client.post(url, {"tag": "production", "digest": v1.digest, "expected": v1.digest})
     assert moved.status_code == 409
     assert b"Nothing was changed" in moved.content
-    requests.delete(f"{dashboard.server.url}/v2/{repository.name}/manifests/{v1.digest}", timeout=10).raise_for_status()
+    delete_by_digest(dashboard, repository.name, v1.digest)
     gone = client.get(url, {"tag": "production", "digest": v1.digest})
     assert b"no longer exists in the registry" in gone.content
     assert b'name="expected"' not in gone.content  # nothing to confirm
@@ -426,6 +533,7 @@ def test_the_rollback_page_lists_candidates_for_a_tag(two_releases, dashboard, p
     page = client.get(url, {"tag": "production"})
     assert page.status_code == 200
     assert v1.digest[7:19].encode() in page.content
+    assert b"also tagged as <code>1.0</code>" in page.content
     assert b"Point production here" in page.content
     fragment = client.get(url, {"tag": "production"}, headers={"HX-Request": "true", "HX-Target": "candidate-results"})
     assert b"<html" not in fragment.content and v1.digest[7:19].encode() in fragment.content
@@ -435,3 +543,19 @@ def test_the_rollback_page_lists_candidates_for_a_tag(two_releases, dashboard, p
     assert client.get(url, {"tag": "never-existed"}).status_code == 404
     client.force_login(people.viewer)
     assert b"Point production here" not in client.get(url, {"tag": "production"}).content
+
+
+def test_pinning_a_candidate_found_gone_is_refused_and_it_is_not_offered_again(untagged_previous, dashboard, people):
+    repository, v1, v2 = untagged_previous
+    delete_by_digest(dashboard, repository.name, v1.digest)
+    assert [c.manifest.digest for c in rollback.rollback_candidates(repository, "prod").versions] == [v1.digest]
+
+    with pytest.raises(ActionRefused) as refused:
+        rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=v1.digest, reason="keep")
+
+    assert refused.value.status == 410
+    assert not Pin.objects.filter(repository=repository).exists()
+    assert rollback.rollback_candidates(repository, "prod").versions == []
+    assert Manifest.objects.get(repository=repository, digest=v1.digest).missing_since is not None
+    assert [p.state for p in rollback.tag_periods(repository, "prod")] == ["in the registry", "deleted"]
+    assert audit_rows(repository.name, "pin")[-1].outcome == "refused"

@@ -1,4 +1,5 @@
-"""An operator rolls production back in real headless Chromium, from the rollback candidates."""
+"""An operator rolls production back in real headless Chromium, from the rollback candidates,
+to a version no tag points at any more (still stored by the registry)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_an_operator_rolls_production_back_from_the_candidates(
     page: Page, dashboard: Dashboard, pusher: ImagePusher, repo_name: str
 ):
-    good = pusher.push_image(repo_name, ("1.0", "production"), created=datetime(2026, 1, 5, tzinfo=UTC), unique="good")
+    good = pusher.push_image(repo_name, "production", created=datetime(2026, 1, 5, tzinfo=UTC), unique="good")
     dashboard.sync(repo_name)
     bad = pusher.push_image(
         repo_name, ("1.1", "production"), created=datetime(2026, 1, 9, tzinfo=UTC), unique="bad", env=["BROKEN=1"]
@@ -35,6 +36,7 @@ def test_an_operator_rolls_production_back_from_the_candidates(
     expect(page).to_have_url(re.compile(r"\?tag=production"))
     candidates = page.locator("table.candidates tbody tr")
     expect(candidates).to_have_count(1)
+    expect(candidates).to_contain_text("untagged, kept by the registry")
     candidates.get_by_role("button", name="Point production here…").click()
 
     expect(page.get_by_role("heading", level=1)).to_contain_text("Point production at")

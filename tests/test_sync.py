@@ -23,6 +23,7 @@ from django.test.utils import CaptureQueriesContext
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import RegistryClient, Unavailable
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
+from dashboard import sync
 from dashboard.sync import Source, sync_registry, sync_repository, sync_tag
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer, start_registry
@@ -218,8 +219,55 @@ def test_a_moved_tag_gets_a_second_history_period(cache, pusher, repo_name):
         (second.digest, True, Source.SYNC, ""),
     ]
     assert Tag.objects.get(repository__name=repo_name).pointed_at > pointed_at
-    # Nothing points at the first image any more, and it is not pinned.
-    assert set(Manifest.objects.filter(repository__name=repo_name).values_list("digest", flat=True)) == {second.digest}
+    # Untagged but still stored: kept, so `latest` can be pointed back at it.
+    kept = Manifest.objects.get(repository__name=repo_name, digest=first.digest)
+    assert (kept.missing_since, kept.tags.exists()) == (None, False)
+
+
+def test_a_deleted_tag_keeps_no_untagged_digest_and_unreferenced_ones_are_dropped(cache, pusher, repo_name):
+    doomed = pusher.push_image(repo_name, "pr-1", unique="pr-1")
+    kept = pusher.push_image(repo_name, "main", unique="main")
+    sync_fresh(cache, repo_name)
+    with RegistryClient(cache.url) as registry_client:
+        registry_client.delete_tag(repo_name, "pr-1")  # the version stays stored, untagged
+
+    sync_fresh(cache, repo_name)
+
+    # No tag that exists has pointed at it: not kept, whatever the registry still stores.
+    assert set(Manifest.objects.filter(repository__name=repo_name).values_list("digest", flat=True)) == {kept.digest}
+    assert periods(repo_name, "pr-1") == [(doomed.digest, False, Source.SYNC, Source.SYNC)]
+
+
+def test_the_previous_digests_kept_are_bounded_per_tag(cache, pusher, repo_name, monkeypatch):
+    monkeypatch.setattr(sync, "ROLLBACK_DEPTH", 2)
+    builds = []
+    for n in range(4):
+        builds.append(pusher.push_image(repo_name, "latest", unique=f"build-{n}"))
+        sync_fresh(cache, repo_name)
+
+    # The current build and the last two `latest` left; the oldest is dropped but stays in the history.
+    cached = set(Manifest.objects.filter(repository__name=repo_name).values_list("digest", flat=True))
+    assert cached == {build.digest for build in builds[1:]}
+    assert [digest for digest, *_ in periods(repo_name, "latest")] == [build.digest for build in builds]
+
+
+def test_a_kept_digest_deleted_by_digest_is_marked_missing_and_found_again_when_pushed(cache, pusher, repo_name):
+    old = pusher.push_image(repo_name, "latest", unique="old")
+    sync_fresh(cache, repo_name)
+    pusher.push_image(repo_name, "latest", unique="new")
+    sync_fresh(cache, repo_name)
+    with RegistryClient(cache.url) as registry_client:
+        registry_client.delete_manifest(repo_name, old.digest)
+    # What a notification of that delete does.
+    sync.forget(cache, repo_name, digest=old.digest)
+
+    row = Manifest.objects.get(repository__name=repo_name, digest=old.digest)
+    assert row.missing_since is not None  # so the history says "deleted" and no rollback offers it
+
+    assert pusher.push_image(repo_name, "again", unique="old").digest == old.digest
+    sync_fresh(cache, repo_name)
+    row.refresh_from_db()
+    assert row.missing_since is None
 
 
 def test_deleted_tags_are_pruned_and_an_emptied_repository_stays_visible(cache, pusher, repo_name):

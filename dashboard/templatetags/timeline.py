@@ -29,6 +29,8 @@ USER_CHANGE = "#d97706"
 # Compact strip: neighbouring digests need telling apart without a lane each.
 PALETTE = ("#2563eb", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f", "#b45309")
 MIN_BAR_WIDTH = 2.0
+# Lane labels have 150 px beside the digest: short words for Period.state.
+LANE_STATES = {"deleted": " gone", "not cached": " uncached"}
 # Periods drawn: one lane per digest, so a tag CI moves on every commit would grow without end.
 DRAWN_PERIODS = 40
 
@@ -84,10 +86,10 @@ def _moment(value: datetime) -> str:
 
 def _title(period: Period) -> str:
     until = "now" if period.current else _moment(period.row.until)
-    state = "current" if period.current else ("still in the registry" if period.exists else "deleted from the registry")
-    ended = f"; ended: {period.ended_by}" if period.ended_by else ""
+    state = "current" if period.current else period.state
+    ended = f", {period.ended_by}" if period.ended_by else ""
     when = f"from {_moment(period.row.since)} until {until}"
-    return f"{period.row.digest} {when} ({state}; started: {period.started_by}{ended})"
+    return f"{period.row.digest} {when} ({state}; {period.started_by}{ended})"
 
 
 def _fill(period: Period) -> str:
@@ -149,7 +151,7 @@ def tag_timeline(periods: Sequence[Period], tag: str, compact: bool = False) -> 
             Lane(
                 label=short_digest(digest)
                 + (" pinned" if states[digest].pinned else "")
-                + ("" if states[digest].exists else " gone"),
+                + ("" if states[digest].exists else LANE_STATES[states[digest].state]),
                 y=lane_y[digest] + BAR_HEIGHT - 2,
             )
             for digest in digests
