@@ -1,7 +1,7 @@
 """What the browse pages show, read from the cache with a bounded number of queries.
 
 Views validate the query string, call one of these, and render. Nothing here calls the
-registry except `refresh`, which runs the sync.
+registry: a refresh runs as a sync task, and `refresh` only describes how it ended.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.urls import reverse
+from django_tasks import TaskResult, TaskResultStatus
 
+from dashboard import tasks
+from dashboard.access import AnyUser, role_on
 from dashboard.forms import CatalogQuery, TagQuery
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import (
@@ -26,14 +29,11 @@ from dashboard.registry import (
     ImageIndex,
     ImageManifest,
     InvalidResponse,
-    RegistryError,
     align_history,
     parse_image_config,
     parse_manifest,
 )
 from dashboard.registry import Manifest as ParsedManifest
-from dashboard.registries import client_for
-from dashboard.sync import sync_registry
 
 # How many other tags of the same digest a tag row names before "+N more".
 SIBLINGS_SHOWN = 3
@@ -109,12 +109,14 @@ class RowLinks:
 
     tag_pattern: str
     manifest_pattern: str
+    delete_pattern: str
 
     @classmethod
     def of(cls, repository: Repository) -> RowLinks:
         return cls(
             reverse("dashboard:tag", args=[repository.name, _PLACEHOLDER]),
             reverse("dashboard:manifest", args=[repository.name, _PLACEHOLDER]),
+            reverse("dashboard:delete-tag", args=[repository.name, _PLACEHOLDER]),
         )
 
     @staticmethod
@@ -129,12 +131,17 @@ class RowLinks:
     def manifest(self, digest: str) -> str:
         return self._fill(self.manifest_pattern, digest)
 
+    def delete(self, name: str) -> str:
+        return self._fill(self.delete_pattern, name)
+
 
 @dataclass
 class TagRow:
     tag: Tag
     url: str
     manifest_url: str
+    # The delete confirmation's URL; the table shows it only to those who may delete.
+    delete_url: str
     cosign: CosignTag | None
     # (name, url) of the first few other tags on the same digest.
     siblings: list[tuple[str, str]] = field(default_factory=list)
@@ -181,7 +188,10 @@ def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
 def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
     """Rows for one page of tags: two queries, whatever the page or repository size."""
     links = RowLinks.of(repository)
-    rows = [TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest), cosign_tag(tag.name)) for tag in tags]
+    rows = [
+        TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest), links.delete(tag.name), cosign_tag(tag.name))
+        for tag in tags
+    ]
     manifest_ids = {tag.manifest_id for tag in tags}
     # The first few other names of each digest and how many there are, counted in the database
     # so a digest carrying thousands of tags costs no more rows than one carrying four.
@@ -401,16 +411,16 @@ def pull_reference(host: str, repository: Repository, reference: str) -> str:
 # Refresh ------------------------------------------------------------------------------------
 
 
-def refresh(registry: Registry, repository: str | None = None) -> str | None:
-    """Re-sync the registry (or one repository) now; a sentence for the page on failure.
-
-    The sync keeps the cached rows when the registry fails, so the page can still render them.
-    """
-    try:
-        summary = sync_registry(registry, client_for(registry), repository=repository)
-    except RegistryError as error:
-        return f"Could not refresh from {registry.url}: {error}."
-    if summary.failed:
-        names = ", ".join(sorted(summary.failed)[:3]) + (", …" if len(summary.failed) > 3 else "")
-        return f"{len(summary.failed)} of the registry's repositories could not be read ({names})."
-    return None
+def refresh(registry: Registry, result: TaskResult, user: AnyUser) -> str | None:
+    """How a finished refresh (a sync task) ended: None when it succeeded, else a sentence for
+    the page. The sync keeps the cached rows when the registry fails, so the page can still
+    render them."""
+    if result.status != TaskResultStatus.SUCCESSFUL:
+        return f"Could not refresh from {registry.url}: {tasks.failure(result)}."
+    failed = result.return_value["failed"]
+    if not failed:
+        return None
+    # Only the names this user may see: the others are 404 for them everywhere else.
+    visible = [name for name in sorted(failed) if role_on(user, name) is not None]
+    names = ", ".join(visible[:3]) + (", …" if len(visible) > 3 else "")
+    return f"{len(failed)} of the registry's repositories could not be read{f' ({names})' if names else ''}."

@@ -15,17 +15,22 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.utils import timezone
-from django_tasks import TaskContext, TaskResult, default_task_backend, task
+from django_tasks import TaskContext, TaskResult, TaskResultStatus, default_task_backend, task
 from django_tasks.exceptions import TaskResultDoesNotExist
 
 from dashboard import notifications, retention, sync
-from dashboard.models import RetentionPolicy, TaskProgress
+from dashboard.models import Registry, RetentionPolicy, TaskProgress
 from dashboard.registries import client_for, configured_registry
+from dashboard.registry import RegistryError
 
 # Progress rows are written at most this often, so a fast sync is not slowed by its own report.
 PROGRESS_INTERVAL = 0.5
 PROGRESS_KEPT = timedelta(days=1)
+# A sync whose progress has not moved for this long is not joined by a new refresh: its worker
+# may have died, leaving the task "running" for ever.
+STALE_AFTER = timedelta(minutes=15)
 
 
 def sync_label(repository: str | None) -> str:
@@ -124,3 +129,50 @@ def enqueue_sync(repository: str | None = None) -> TaskResult:
             task_id=result.id, defaults={"label": sync_label(repository), "repository": repository or ""}
         )
     return result
+
+
+def _unfinished_sync(repository: str | None) -> TaskResult | None:
+    recent = TaskProgress.objects.filter(
+        repository=repository or "", label=sync_label(repository), updated_at__gte=timezone.now() - STALE_AFTER
+    ).order_by("-updated_at")
+    for task_id in recent.values_list("task_id", flat=True)[:10]:
+        result = get_result(task_id)
+        if result is not None and not result.is_finished:
+            return result
+    return None
+
+
+def start_sync(repository: str | None = None) -> tuple[TaskResult, bool]:
+    """The sync of this scope that is already queued or running, and True; or a new one, and False.
+
+    A refresh pressed twice, or by two people, then costs the registry one sync.
+    """
+    if not default_task_backend.supports_get_result:
+        # Immediate backend: nothing is ever left running to join.
+        return enqueue_sync(repository), False
+    with transaction.atomic():
+        # Two refreshes pressed at the same moment: the second waits here for the first, then
+        # joins its task (a row lock on PostgreSQL; SQLite's IMMEDIATE transactions serialise).
+        Registry.objects.select_for_update().get(pk=configured_registry().pk)
+        running = _unfinished_sync(repository)
+        if running is not None:
+            return running, True
+        return enqueue_sync(repository), False
+
+
+def failure(result: TaskResult) -> str:
+    """Why a failed task failed: a registry error's own sentence ("Cannot connect to …"), or
+    `Class: message` for anything else, which is a bug to report."""
+    if result.status != TaskResultStatus.FAILED or not result.errors:
+        return ""
+    error = result.errors[-1]
+    # The traceback ends with "module.Class: message", and a message may span several lines.
+    _, found, message = error.traceback.rpartition(f"{error.exception_class_path}: ")
+    if not found:
+        lines = [line for line in error.traceback.splitlines() if line.strip()]
+        message = lines[-1].partition(": ")[2] if lines else ""
+    message = message.strip()
+    if issubclass(error.exception_class, RegistryError):
+        return message
+    name = error.exception_class_path.rpartition(".")[2]
+    return f"{name}: {message}" if message else name

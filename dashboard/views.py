@@ -3,7 +3,7 @@ for htmx requests aimed at its results block, just that block."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.core.paginator import Page, Paginator
@@ -11,8 +11,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
+from django_htmx.http import reswap, retarget
+from django_tasks import TaskResult
 
-from dashboard import browse
+from dashboard import browse, tasks
 from dashboard.access import (
     login_or_public_read,
     repository_for,
@@ -20,15 +22,15 @@ from dashboard.access import (
     visible_repositories,
 )
 from dashboard.forms import PAGE_SIZE, CatalogQuery, TagQuery
-from dashboard.models import Manifest, Registry, Repository, Tag
+from dashboard.models import Manifest, Registry, Repository, Tag, TaskProgress
 from dashboard.registries import configured_registry, public_host
 from dashboard.rendering import page_or_results, render_page
 
 # (id of the element htmx swaps, template of its content): the page includes the same template.
 CATALOG_RESULTS = ("catalog-results", "dashboard/_catalog_results.html")
 TAG_RESULTS = ("tag-results", "dashboard/_tag_results.html")
-
-
+# id of the progress element a refresh puts at the top of the results block while the sync runs.
+REFRESH_PROGRESS = "refresh-progress"
 
 
 def _bad_query(request: HttpRequest, query: CatalogQuery | TagQuery) -> HttpResponse:
@@ -83,21 +85,8 @@ def catalog_refresh(request: HttpRequest) -> HttpResponse:
     query = CatalogQuery(_refresh_params(request))
     if not query.is_valid():
         return _bad_query(request, query)
-    registry = configured_registry()
-    error = browse.refresh(registry)
-    if not request.htmx:
-        _report_refresh(request, error)
-        return HttpResponseRedirect(_with_query(reverse("dashboard:catalog"), request))
-    registry.refresh_from_db()
-    context = _catalog_context(request, registry, query) | {"refresh_error": error, "refreshed": error is None}
-    return render_page(request, CATALOG_RESULTS[1], context)
-
-
-def _report_refresh(request: HttpRequest, error: str | None) -> None:
-    if error:
-        messages.error(request, f"{error} Showing the data cached before.")
-    else:
-        messages.success(request, "Refreshed from the registry.")
+    result, joined = tasks.start_sync()
+    return _refresh_started(request, None, result, joined)
 
 
 def _repository_context(request: HttpRequest, registry: Registry, repository: Repository, query: TagQuery) -> dict:
@@ -130,22 +119,91 @@ def repository(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @signed_in
 def repository_refresh(request: HttpRequest, name: str) -> HttpResponse:
-    registry = configured_registry()
-    repository = repository_for(request.user, registry, name)
+    # A repository the user may not see is a 404 before anything is queued.
+    repository = repository_for(request.user, configured_registry(), name)
     query = TagQuery(_refresh_params(request))
     if not query.is_valid():
         return _bad_query(request, query)
-    error = browse.refresh(registry, repository.name)
-    if not request.htmx:
-        _report_refresh(request, error)
-        return HttpResponseRedirect(_with_query(reverse("dashboard:repository", args=[repository.name]), request))
-    registry.refresh_from_db()
-    repository = repository_for(request.user, registry, name)
-    context = _repository_context(request, registry, repository, query) | {
-        "refresh_error": error,
-        "refreshed": error is None,
-    }
-    return render_page(request, TAG_RESULTS[1], context)
+    result, joined = tasks.start_sync(repository.name)
+    return _refresh_started(request, repository.name, result, joined)
+
+
+def _refreshed_page(request: HttpRequest, repository_name: str | None) -> str:
+    """The URL of the page being refreshed, with its current query."""
+    if repository_name is None:
+        path = reverse("dashboard:catalog")
+    else:
+        path = reverse("dashboard:repository", args=[repository_name])
+    params = _refresh_params(request)
+    return f"{path}?{params.urlencode()}" if params else path
+
+
+def _refresh_started(
+    request: HttpRequest, repository_name: str | None, result: TaskResult, joined: bool
+) -> HttpResponse:
+    """The answer to a refresh: with htmx, the results block (under the sync's progress while it
+    runs); without, the refreshed page once the sync is done, else the task's own page."""
+    if request.htmx:
+        return refreshed_results(request, repository_name, result, joined=joined)
+    page_url = _refreshed_page(request, repository_name)
+    if result.is_finished:
+        # The immediate backend ran the sync inside the request.
+        _report_refresh(request, browse.refresh(configured_registry(), result, request.user))
+        return HttpResponseRedirect(page_url)
+    if joined:
+        messages.info(request, f"{tasks.sync_label(repository_name)} was already under way: following it.")
+    return HttpResponseRedirect(_task_url(result, page_url))
+
+
+def _task_url(result: TaskResult, page_url: str) -> str:
+    """The task's page, linking back to the page being refreshed when it is done."""
+    return f"{reverse('dashboard:task-status', args=[result.id])}?{urlencode({'next': page_url})}"
+
+
+def _report_refresh(request: HttpRequest, error: str | None) -> None:
+    if error:
+        messages.error(request, f"{error} Showing the data cached before.")
+    else:
+        messages.success(request, "Refreshed from the registry.")
+
+
+def refreshed_results(
+    request: HttpRequest, repository_name: str | None, result: TaskResult, *, joined: bool = False
+) -> HttpResponse:
+    """The results block of the page being refreshed (htmx), for its current query: the cached
+    rows under the sync's progress while the sync runs; the fresh rows and how it ended once done.
+
+    The task page answers its progress poll with this too once the sync has finished, so it
+    names the block to swap (`HX-Retarget`) rather than rely on the poll's own target.
+    """
+    registry = configured_registry()
+    if result.is_finished:
+        error = browse.refresh(registry, result, request.user)
+        state = {"refresh_error": error, "refreshed": error is None}
+    else:
+        page_url = _refreshed_page(request, repository_name)
+        state = {
+            "result": result,
+            "progress": TaskProgress.objects.filter(task_id=result.id).first(),
+            "joined": joined,
+            "poll_id": REFRESH_PROGRESS,
+            "next": page_url,
+            "status_url": _task_url(result, page_url),
+        }
+    params = _refresh_params(request)
+    if repository_name is None:
+        query, (block, template) = CatalogQuery(params), CATALOG_RESULTS
+        if not query.is_valid():
+            return _bad_query(request, query)
+        context = _catalog_context(request, registry, query)
+    else:
+        repository = repository_for(request.user, registry, repository_name)
+        query, (block, template) = TagQuery(params), TAG_RESULTS
+        if not query.is_valid():
+            return _bad_query(request, query)
+        context = _repository_context(request, registry, repository, query)
+    response = render_page(request, template, context | state)
+    return reswap(retarget(response, f"#{block}"), "innerHTML")
 
 
 def _manifest_page(

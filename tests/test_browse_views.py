@@ -444,6 +444,24 @@ def test_refresh_without_javascript_redirects_back(admin_client, cache, pusher, 
     assert "Refreshed from the registry" in response.content.decode()
 
 
+def test_an_unreachable_registry_dates_a_repository_by_its_own_last_sync(admin_client, cache, pusher, repo_name):
+    pusher.push_image(repo_name, ["1.0"])
+    sync(cache, repo_name)
+    # The last full sync was long before this repository's own sync.
+    full_sync = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    Registry.objects.filter(pk=cache.pk).update(reachable=False, last_successful_sync_at=full_sync)
+    synced = Repository.objects.get(registry=cache, name=repo_name).last_synced_at
+
+    page = admin_client.get(repository_url(repo_name)).content.decode()
+    catalog = admin_client.get(reverse("dashboard:catalog")).content.decode()
+
+    notice = page[page.index("is unreachable") :].split("</div>")[0]
+    assert f'Showing data as of <time datetime="{synced.isoformat()}"' in notice
+    assert full_sync.isoformat() not in page
+    notice = catalog[catalog.index("is unreachable") :].split("</div>")[0]
+    assert f'Showing data as of <time datetime="{full_sync.isoformat()}"' in notice
+
+
 @pytest.fixture
 def doomed_registry(tmp_path: Path) -> Iterator[RegistryServer]:
     """A registry of this test's own, to stop."""

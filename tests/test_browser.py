@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
+from django.core.management import call_command
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dashboard.registries import client_for, configured_registry
@@ -135,3 +136,30 @@ def test_open_a_platform_of_a_multi_arch_image(page: Page, shop: dict[str, str])
     expect(page).to_have_url(re.compile(r"/-/manifests/sha256:"))
     expect(page.get_by_text("linux / arm64 / v8")).to_be_visible()
     expect(page.get_by_role("heading", name="Layers and build history")).to_be_visible()
+
+
+def test_refresh_a_repository_on_the_task_queue_and_see_a_new_tag_without_a_reload(
+    page: Page, shop: dict[str, str], settings, pusher: ImagePusher
+):
+    # Production's queue: the refresh only queues the sync, which this test then runs as the worker.
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    sign_in(page)
+    page.goto(f"/repositories/{shop['other']}/?sort=name")
+    tag_links = page.locator("#tag-results a.tag-link")
+    expect(tag_links).to_have_text(["1"])
+    pusher.push_image(shop["other"], ["2"], unique="pushed-meanwhile")
+    page.evaluate("window.notReloaded = true")
+
+    page.get_by_role("button", name="Refresh").click()
+    progress = page.locator("#refresh-progress")
+    expect(progress).to_contain_text(f"Sync of {shop['other']}")
+    expect(progress).to_contain_text("waiting for a worker")
+    expect(tag_links).to_have_text(["1"])
+
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+
+    expect(tag_links).to_have_text(["1", "2"])
+    expect(page.locator("#tag-results")).to_contain_text("Refreshed from the registry just now")
+    expect(progress).to_have_count(0)
+    assert page.evaluate("window.notReloaded") is True
+    expect(page).to_have_url(re.compile(rf"/repositories/{re.escape(shop['other'])}/\?sort=name$"))

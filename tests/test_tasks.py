@@ -8,16 +8,24 @@ two web replicas at once, must leave one consistent cache.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
 import requests
 from django.core.management import call_command
+from django.urls import reverse
+from django.utils.html import escape
+from django_tasks_db.models import DBTaskResult
 
-from dashboard.models import AuditEntry, Repository, RetentionPolicy, Tag, TaskProgress
+from dashboard.models import AccessRule, AuditEntry, Repository, RetentionPolicy, Role, Tag, TaskProgress
+from dashboard.registries import client_for, configured_registry
+from dashboard.sync import sync_registry
 from dashboard.tasks import apply_retention_task, enqueue_sync, sync_registry_task, sync_repository_task
 from tests.personas import make_user
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.deployment import dump_cache, gunicorn, manage, process_database, shell, start_manage
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, free_port, start_registry
@@ -253,3 +261,257 @@ def test_one_notification_delivered_to_two_replicas_at_once_is_applied_once(
         )
         assert counts.split() == ["1", "1"]
         assert_consistent(dump_cache(database_url), name, {"1.0": image.digest})
+
+
+# Refresh on the database backend: queued, followed, swapped in ------------------------------
+
+HTMX_ON = {"HX-Request": "true"}
+
+
+def page_headers(page: str, target: str) -> dict[str, str]:
+    """What htmx sends from a page: its URL (with the live query) and the element it swaps."""
+    return HTMX_ON | {"HX-Target": target, "HX-Current-URL": f"http://testserver{page}"}
+
+
+def tag_names_in(html: str) -> list[str]:
+    return re.findall(r'class="tag-link" href="[^"]+">([^<]+)</a>', html)
+
+
+def run_queued_tasks() -> None:
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+
+
+def sync_now(name: str | None = None) -> None:
+    """Fill the cache directly: on the database backend a task would only be queued."""
+    registry = configured_registry()
+    with client_for(registry) as client:
+        sync_registry(registry, client, repository=name)
+
+
+@pytest.fixture
+def cached_repository(database_tasks, settings, registry, pusher, repo_name) -> str:
+    """A repository with its tag 1.0 in the cache, on the database task backend."""
+    settings.REGISTRY_URL = registry.url
+    pusher.push_image(repo_name, tags=("1.0",))
+    sync_now(repo_name)
+    return repo_name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_queues_one_sync_and_the_finished_poll_swaps_in_the_fresh_table(client, cached_repository, pusher):
+    repo_name = cached_repository
+    pusher.push_image(repo_name, tags=("1.1",), unique="newer")
+    client.force_login(make_user("viewer", pattern=repo_name, role=Role.VIEWER))
+    page = f"/repositories/{repo_name}/?sort=name"
+    refresh = reverse("dashboard:repository-refresh", args=[repo_name])
+
+    first = client.post(refresh, headers=page_headers(page, "tag-results"))
+    second = client.post(refresh, headers=page_headers(page, "tag-results"))
+
+    task = DBTaskResult.objects.get()  # exactly one sync queued
+    assert task.args_kwargs["args"] == [repo_name]
+    status_url = f"/tasks/{task.id}/?{urlencode({'next': page})}"
+    for response in (first, second):
+        html = response.content.decode()
+        assert response.status_code == 200 and "<html" not in html
+        assert f'<div id="refresh-progress"' in html
+        # Polls the task every second, and the same URL opens as a page without htmx.
+        assert f'hx-get="{status_url}" hx-trigger="every 1s"' in html
+        assert f'href="{status_url}"' in html
+        assert f"Sync of {repo_name}" in html and "waiting for a worker" in html
+        assert tag_names_in(html) == ["1.0"], "the cached rows stay visible under the progress"
+    assert "Already queued or running" not in first.content.decode()
+    assert "Already queued or running" in second.content.decode()
+
+    waiting = client.get(status_url, headers=page_headers(page, "refresh-progress"))
+    assert '<div id="refresh-progress"' in waiting.content.decode(), "the poll keeps its element's id"
+    run_queued_tasks()
+    done = client.get(status_url, headers=page_headers(page, "refresh-progress"))
+
+    html = done.content.decode()
+    assert done.status_code == 200
+    assert done["HX-Retarget"] == "#tag-results" and done["HX-Reswap"] == "innerHTML"
+    assert "HX-Target" in done["Vary"]
+    assert tag_names_in(html) == ["1.0", "1.1"]
+    assert "Refreshed from the registry just now" in html
+    assert "every 1s" not in html
+    # The task page itself still shows how it ended.
+    assert "Done: 1 repositories, 2 tags" in client.get(status_url, headers=HTMX_ON).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_a_catalog_refresh_runs_a_full_sync_and_shows_the_new_repository(
+    client, settings, own_registry, own_pusher, make_repo_name
+):
+    settings.REGISTRY_URL = own_registry.url
+    sync_now()
+    name = make_repo_name("new/")
+    own_pusher.push_image(name, tags=("1.0",))
+    client.force_login(make_user("catalog-viewer", superuser=True))
+    page = f"/?{urlencode({'q': name})}"
+
+    queued = client.post(reverse("dashboard:catalog-refresh"), headers=page_headers(page, "catalog-results"))
+    task = DBTaskResult.objects.get()
+    assert "Sync of the whole registry" in queued.content.decode()
+    assert f"/repositories/{name}/" not in queued.content.decode()
+    run_queued_tasks()
+    done = client.get(f"/tasks/{task.id}/", headers=page_headers(page, "refresh-progress"))
+
+    html = done.content.decode()
+    assert done["HX-Retarget"] == "#catalog-results"
+    assert f'href="/repositories/{name}/"' in html
+    assert "Refreshed from the registry just now" in html
+    assert 'id="registry-status" class="panel status-panel" aria-labelledby="registry-status-title" hx-swap-oob="true"' in html
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_a_failed_queued_refresh_shows_the_error_and_the_cached_rows(client, settings, registry, pusher, repo_name):
+    proxy = FaultProxy(registry.url)
+    try:
+        settings.REGISTRY_URL = proxy.url
+        pusher.push_image(repo_name, tags=("1.0",))
+        sync_now(repo_name)
+        client.force_login(make_user("operator-down", superuser=True))
+        page = f"/repositories/{repo_name}/"
+        client.post(reverse("dashboard:repository-refresh", args=[repo_name]), headers=page_headers(page, "tag-results"))
+        proxy.refuse_connections()
+        run_queued_tasks()
+        done = client.get(f"/tasks/{DBTaskResult.objects.get().id}/", headers=page_headers(page, "refresh-progress"))
+    finally:
+        proxy.stop()
+
+    html = done.content.decode()
+    assert f"Could not refresh from {proxy.url}: Cannot connect" in html
+    assert "Showing the data cached before" in html
+    assert tag_names_in(html) == ["1.0"]
+    # The notices above the filters are swapped too: the registry is now known to be down.
+    assert '<div id="notices" hx-swap-oob="true">' in html and "is unreachable" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("database_tasks")
+def test_refreshing_a_hidden_repository_is_not_found_and_queues_nothing(
+    client, settings, registry, pusher, make_repo_name
+):
+    settings.REGISTRY_URL = registry.url
+    hidden = make_repo_name("secret/")
+    pusher.push_image(hidden, tags=("1.0",))
+    sync_now(hidden)
+    client.force_login(make_user("outsider-refresh", pattern="open/*", role=Role.VIEWER))
+
+    for headers in ({}, page_headers(f"/repositories/{hidden}/", "tag-results")):
+        assert client.post(reverse("dashboard:repository-refresh", args=[hidden]), headers=headers).status_code == 404
+    assert not DBTaskResult.objects.exists()
+    assert not TaskProgress.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_without_javascript_goes_to_the_task_page_and_back(client, cached_repository):
+    repo_name = cached_repository
+    client.force_login(make_user("no-js", superuser=True))
+    refresh = reverse("dashboard:repository-refresh", args=[repo_name])
+
+    response = client.post(f"{refresh}?sort=name")
+    again = client.post(f"{refresh}?sort=name", follow=True)
+
+    page = f"/repositories/{repo_name}/?sort=name"
+    task = DBTaskResult.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/tasks/{task.id}/?{urlencode({'next': page})}"
+    assert "was already under way: following it" in again.content.decode()
+    run_queued_tasks()
+    html = client.get(response["Location"]).content.decode()
+    assert "Done: 1 repositories, 1 tags" in html
+    assert f'<a class="button" href="{escape(page)}">Show the refreshed page</a>' in html
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("database_tasks")
+@pytest.mark.parametrize("next_url", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+def test_the_task_page_ignores_a_next_on_another_site(client, settings, registry, repo_name, next_url):
+    settings.REGISTRY_URL = registry.url
+    result = enqueue_sync(repo_name)
+    client.force_login(make_user("follower", superuser=True))
+
+    html = client.get(f"/tasks/{result.id}/", {"next": next_url}).content.decode()
+
+    assert f'href="{escape(next_url)}"' not in html
+    assert '<a href="/">Back to the repositories</a>' in html
+
+
+@pytest.mark.django_db
+def test_a_partly_failed_refresh_names_only_the_repositories_the_user_may_see(
+    client, settings, own_registry, own_pusher, make_repo_name
+):
+    hidden, visible = make_repo_name("secret/"), make_repo_name("open/")
+    for name in (hidden, visible):
+        own_pusher.push_image(name, tags=("1.0",))
+    proxy = FaultProxy(own_registry.url)
+    try:
+        settings.REGISTRY_URL = proxy.url
+        proxy.set_fault(Fault("status", status=500, path=rf"/v2/({re.escape(hidden)}|{re.escape(visible)})/tags/list"))
+        client.force_login(make_user("open-viewer", pattern="open/*", role=Role.VIEWER))
+        response = client.post(reverse("dashboard:catalog-refresh"), headers=page_headers("/", "catalog-results"))
+    finally:
+        proxy.stop()
+
+    html = response.content.decode()
+    assert escape(f"2 of the registry's repositories could not be read ({visible}).") in html
+    assert hidden not in html
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_the_poll_ends_on_a_notice_when_the_refreshed_repository_left_the_cache(
+    client, settings, own_registry, make_repo_name
+):
+    settings.REGISTRY_URL = own_registry.url
+    # Cached, but no longer in the registry (its storage was wiped): the next full sync drops it.
+    ghost = make_repo_name("wiped/")
+    Repository.objects.create(registry=configured_registry(), name=ghost)
+    client.force_login(make_user("ghost-viewer", pattern="wiped/*", role=Role.VIEWER))
+    page = f"/repositories/{ghost}/"
+    client.post(reverse("dashboard:repository-refresh", args=[ghost]), headers=page_headers(page, "tag-results"))
+    run_queued_tasks()
+    sync_now()
+    assert not Repository.objects.filter(name=ghost).exists()
+
+    task = DBTaskResult.objects.get()
+    done = client.get(f"/tasks/{task.id}/?{urlencode({'next': page})}", headers=page_headers(page, "refresh-progress"))
+
+    html = done.content.decode()
+    assert done.status_code == 200, "htmx swaps nothing on a 404, and would poll for ever"
+    assert done["HX-Retarget"] == "#tag-results" and done["HX-Reswap"] == "innerHTML"
+    assert "This repository is no longer in the cache" in html and '<a href="/">back to the catalog</a>' in html
+    assert "hx-trigger" not in html
+
+
+@pytest.mark.django_db
+def test_a_poll_that_may_no_longer_see_the_task_gets_the_same_404_and_leaves(client, cached_repository):
+    repo_name = cached_repository
+    viewer = make_user("revoked-viewer", pattern=repo_name, role=Role.VIEWER)
+    client.force_login(viewer)
+    page = f"/repositories/{repo_name}/"
+    client.post(reverse("dashboard:repository-refresh", args=[repo_name]), headers=page_headers(page, "tag-results"))
+    query = urlencode({"next": page})
+    poll = f"/tasks/{DBTaskResult.objects.get().id}/?{query}"
+    assert client.get(poll, headers=page_headers(page, "refresh-progress")).status_code == 200
+
+    def answers() -> list[tuple]:
+        polls = (poll, f"/tasks/00000000-0000-0000-0000-000000000000/?{query}")
+        responses = [client.get(url, headers=page_headers(page, "refresh-progress")) for url in polls]
+        return [(r.status_code, r.content, r.get("HX-Redirect")) for r in responses]
+
+    # The viewer's access is removed while the page polls; another user never had it.
+    AccessRule.objects.filter(group__user=viewer).delete()
+    revoked, unknown = answers()
+    client.force_login(make_user("never-saw-it", pattern="elsewhere/*", role=Role.VIEWER))
+    never, _ = answers()
+
+    assert revoked == unknown == never
+    # htmx follows HX-Redirect whatever the status, so the polling stops: the page, reloaded
+    # whole, answers 404 for itself.
+    assert revoked[0] == 404 and revoked[2] == page
+    assert repo_name.encode() not in revoked[1]

@@ -6,6 +6,8 @@ computes what it needs with bounded queries, so the browse views need not know a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django import template
 
 from dashboard import deletion
@@ -39,25 +41,20 @@ def bulk_delete_form(context: template.Context, repository: Repository) -> dict:
     }
 
 
-@register.inclusion_tag("dashboard/delete/_select_header.html", takes_context=True)
-def delete_select_header(context: template.Context, repository: Repository) -> dict:
-    return {"may_delete": _may_delete(context, repository), "form_id": BULK_FORM_ID}
+@dataclass(frozen=True)
+class TableControls:
+    """What the tag table's delete column needs, decided once per table: a lookup per row (or
+    a sub-template per cell) cost more than the rest of the row."""
+
+    allowed: bool
+    form_id: str = BULK_FORM_ID
 
 
-@register.inclusion_tag("dashboard/delete/_select_cell.html", takes_context=True)
-def delete_select_cell(context: template.Context, repository: Repository, tag: Tag) -> dict:
-    """A tag row's checkbox, with the digest the row shows (the digest guard compares it)."""
-    return {"may_delete": _may_delete(context, repository), "form_id": BULK_FORM_ID, "tag": tag}
-
-
-@register.inclusion_tag("dashboard/delete/_action_header.html", takes_context=True)
-def delete_action_header(context: template.Context, repository: Repository) -> dict:
-    return {"may_delete": _may_delete(context, repository)}
-
-
-@register.inclusion_tag("dashboard/delete/_action_cell.html", takes_context=True)
-def delete_action_cell(context: template.Context, repository: Repository, tag: Tag) -> dict:
-    return {"may_delete": _may_delete(context, repository), "repository": repository, "tag": tag}
+@register.simple_tag(takes_context=True)
+def delete_controls(context: template.Context, repository: Repository) -> TableControls:
+    """`{% delete_controls repository as delete %}`: whether the rows get a checkbox and a
+    delete link (their URLs come with the rows, see browse.RowLinks)."""
+    return TableControls(_may_delete(context, repository))
 
 
 @register.inclusion_tag("dashboard/delete/_version_panel.html", takes_context=True)

@@ -25,11 +25,7 @@ def _is_operator(context: template.Context, repository: Repository) -> bool:
 
 @register.inclusion_tag("dashboard/rollback/_repository_panel.html", takes_context=True)
 def repository_pins_panel(context: template.Context, repository: Repository) -> dict:
-    pins = list(
-        Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at", "-id")[
-            : PINS_SHOWN + 1
-        ]
-    )
+    pins = list(Pin.objects.filter(repository=repository).order_by("-created_at", "-id")[: PINS_SHOWN + 1])
     return {
         "repository": repository,
         "rows": rollback.pin_rows(pins[:PINS_SHOWN]),
