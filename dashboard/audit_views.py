@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.access import default_role, is_admin, signed_in
 from dashboard.audit import entries_visible_to
+from dashboard.forms import QueryForm
 from dashboard.models import AccessRule, AuditEntry, Role, glob_to_regex
 from dashboard.rendering import page_or_results
 
@@ -41,7 +42,7 @@ CSV_COLUMNS = [
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-class AuditQuery(forms.Form):
+class AuditQuery(QueryForm):
     user = forms.CharField(required=False, max_length=150)
     repository = forms.CharField(required=False, max_length=255, help_text="A name, or a pattern such as team-a/*")
     action = forms.CharField(required=False, max_length=40)
@@ -77,9 +78,6 @@ class AuditQuery(forms.Form):
     def filter_string(self) -> str:
         """The active filters as a query string, without the page: for page links and the export."""
         return urlencode({name: self.data[name] for name in self.fields if name != "page" and self.data.get(name)})
-
-    def error_text(self) -> str:
-        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
 
 
 def _start_of(day: date) -> datetime:

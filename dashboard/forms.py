@@ -1,4 +1,4 @@
-"""Query strings of the browse pages: anything a form rejects is answered with a 400."""
+"""Query strings of the pages: anything a form rejects is answered with a 400."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ TAG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
 }
 
 
-class _ListQuery(forms.Form):
+class QueryForm(forms.Form):
+    """A query string's form: a view answers an invalid one with a 400 naming what is wrong."""
+
+    def error_text(self) -> str:
+        """One line naming each bad parameter, for the 400 page."""
+        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+class _ListQuery(QueryForm):
     q = forms.CharField(required=False, max_length=255, label="Search")
     page = forms.IntegerField(required=False, min_value=1)
     orderings: dict[str, tuple[str | OrderBy, ...]] = {}
@@ -32,10 +40,6 @@ class _ListQuery(forms.Form):
 
     def ordering(self) -> tuple[str | OrderBy, ...]:
         return self.orderings[self.current_sort]
-
-    def error_text(self) -> str:
-        """One line naming each bad parameter, for the 400 page."""
-        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
 
 
 class CatalogQuery(_ListQuery):
