@@ -1,6 +1,19 @@
 from django.contrib import admin, messages
 
-from dashboard import models
+from dashboard import audit, models, retention
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records of what happened: admins may look, nobody may add, change or delete."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.Registry)
@@ -68,21 +81,42 @@ class AccessRuleAdmin(admin.ModelAdmin):
 
 @admin.register(models.RetentionPolicy)
 class RetentionPolicyAdmin(admin.ModelAdmin):
+    """Edits here are audited like those on the dashboard's retention pages."""
+
     list_display = ["name", "repository_pattern", "keep_newest", "older_than_days", "enabled"]
+    readonly_fields = ["created_at"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        # The form has already written the submitted values onto `obj`: describe the stored row.
+        before = retention.describe(models.RetentionPolicy.objects.get(pk=obj.pk)) if change else ""
+        super().save_model(request, obj, form, change)
+        audit.record_policy_change(request, obj.name, before, retention.describe(obj))
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        audit.record_policy_change(request, obj.name, retention.describe(obj), "")
+
+    def delete_queryset(self, request, queryset) -> None:
+        # The changelist's "delete selected" action: one entry per policy, as when deleting one.
+        for policy in queryset:
+            self.delete_model(request, policy)
+
+
+@admin.register(models.DeletedVersion)
+class DeletedVersionAdmin(ReadOnlyAdmin):
+    """What was deleted through the dashboard and the bytes the registry's garbage collection can
+    free: the storage page counts pending bytes from these rows, so they are not edited by hand."""
+
+    list_display = ["deleted_at", "repository", "digest", "freed_bytes", "registry"]
+    list_filter = ["registry"]
+    search_fields = ["repository", "digest"]
+    date_hierarchy = "deleted_at"
 
 
 @admin.register(models.AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit log is append-only, also for admins."""
+
     list_display = ["created_at", "username", "action", "repository", "tag", "outcome"]
     list_filter = ["action", "outcome"]
     search_fields = ["username", "repository", "tag", "digest_before", "digest_after"]
-
-    # The audit log is append-only, also for admins.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
@@ -34,8 +36,22 @@ def current_request() -> HttpRequest | None:
 
 
 def client_address(request: HttpRequest | None) -> str | None:
+    """Where the request came from, for the audit log and django-axes' lockouts.
+
+    Behind TRUSTED_PROXY_COUNT reverse proxies, each appends the address it was connected from
+    to X-Forwarded-For, so the client is that many entries from the right; anything further
+    left was sent by the client and could be forged. Without the setting the header is ignored.
+    """
     if request is None:
         return None
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if proxies and len(forwarded) >= proxies:
+        try:
+            return str(ipaddress.ip_address(forwarded[-proxies]))
+        except ValueError:
+            # Not what a proxy writes: the request did not come through them all.
+            pass
     return request.META.get("REMOTE_ADDR") or None
 
 
@@ -77,6 +93,19 @@ def record(
         reason=reason[:2000],
         remote_addr=client_address(request),
     )
+
+
+def record_policy_change(request: HttpRequest, name: str, before: str, after: str) -> AuditEntry:
+    """A retention policy added, changed or removed, on the dashboard's pages or in the Django
+    admin: policies decide what gets deleted everywhere. `before` and `after` describe it
+    (`retention.describe`), empty where there is no policy."""
+    if not after:
+        action, reason = "retention_policy_deleted", f"removed policy {name}: {before}"
+    elif before:
+        action, reason = "retention_policy_saved", f"changed policy {name} from {before} to {after}"
+    else:
+        action, reason = "retention_policy_saved", f"added policy {name}: {after}"
+    return record(request, action, AuditEntry.Outcome.OK, reason=reason)
 
 
 def entries_visible_to(user: AnyUser) -> QuerySet[AuditEntry]:

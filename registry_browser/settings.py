@@ -69,6 +69,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Reverse proxies in front of the dashboard that append the client's address to X-Forwarded-For.
+# Without it, every sign-in behind a proxy comes "from the proxy": one lockout for everybody.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
+# Axes' own proxy settings need django-ipware; this reads the header the same way the audit log does.
+AXES_CLIENT_IP_CALLABLE = "dashboard.audit.client_address"
 
 # Only our own static files (htmx is served by django-htmx from our static files).
 CONTENT_SECURITY_POLICY = {
@@ -172,6 +179,8 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 # Probes, metrics and the registry's notifications arrive over the internal network, not TLS.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^hooks/registry/$"]
+# When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)

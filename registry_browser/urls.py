@@ -1,15 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django_prometheus.exports import ExportToDjangoView
 
 from dashboard import health
+from registry_browser.metrics import metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    # Prometheus scrape target: request counts and latencies, no repository names.
-    path("metrics", ExportToDjangoView, name="metrics"),
+    # Prometheus scrape target; see registry_browser/metrics.py for its optional token.
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     # Only what works without an e-mail server: no password reset by mail.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

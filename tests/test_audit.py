@@ -13,7 +13,8 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from dashboard.audit_views import PAGE_SIZE, neutralize
-from dashboard.models import AccessRule, AuditEntry, Role
+from dashboard.models import AccessRule, AuditEntry, DeletedVersion, Registry, RetentionPolicy, Role
+from tests.page_checks import csp_violations
 from tests.personas import make_user
 
 pytestmark = pytest.mark.django_db
@@ -291,3 +292,67 @@ def test_changes_outside_a_request_are_by_system_and_memberships_are_audited():
         ("system", "membership_changed", "dave added to deployers"),
         ("system", "membership_changed", "dave removed from deployers"),
     ]
+
+
+def policy_form(**fields) -> dict[str, str]:
+    """The Django admin's RetentionPolicy form as a browser posts it."""
+    data = {"name": "nightly", "repository_pattern": "team-a/*", "tag_include": "", "tag_exclude": "", "keep_newest": "5"}
+    data |= {"older_than_days": "", "keep_pulled_within_days": "", "enabled": "on"}
+    return data | fields
+
+
+def test_retention_policy_edits_in_the_django_admin_are_audited(client):
+    boss = make_user("boss", superuser=True)
+    client.force_login(boss)
+    assert client.post(reverse("admin:dashboard_retentionpolicy_add"), policy_form()).status_code == 302
+    policy = RetentionPolicy.objects.get(name="nightly")
+    change = reverse("admin:dashboard_retentionpolicy_change", args=[policy.pk])
+    assert client.post(change, policy_form(keep_newest="9")).status_code == 302
+    # The model's own checks hold here too: a policy without a limit would delete every tag.
+    assert client.post(change, policy_form(keep_newest="")).status_code == 200
+    delete = reverse("admin:dashboard_retentionpolicy_delete", args=[policy.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+
+    five, nine = "repositories team-a/*, keep the newest 5", "repositories team-a/*, keep the newest 9"
+    entries = AuditEntry.objects.filter(action__startswith="retention_policy").order_by("id")
+    assert all((e.username, e.user_id) == ("boss", boss.pk) for e in entries)
+    assert [(e.action, e.reason) for e in entries] == [
+        ("retention_policy_saved", f"added policy nightly: {five}"),
+        ("retention_policy_saved", f"changed policy nightly from {five} to {nine}"),
+        ("retention_policy_deleted", f"removed policy nightly: {nine}"),
+    ]
+
+
+def test_deleting_retention_policies_from_the_admin_list_audits_each(client):
+    client.force_login(make_user("boss", superuser=True))
+    policies = [RetentionPolicy.objects.create(name=name, keep_newest=3) for name in ("one", "two")]
+    response = client.post(
+        reverse("admin:dashboard_retentionpolicy_changelist"),
+        {"action": "delete_selected", "_selected_action": [p.pk for p in policies], "post": "yes"},
+    )
+    assert response.status_code == 302 and not RetentionPolicy.objects.exists()
+    reasons = AuditEntry.objects.filter(action="retention_policy_deleted").values_list("reason", flat=True)
+    assert sorted(reasons) == [f"removed policy {name}: repositories *, keep the newest 3" for name in ("one", "two")]
+
+
+def test_deleted_versions_are_listed_read_only_in_the_django_admin(client):
+    registry = Registry.objects.create(name="lab", url="http://127.0.0.1:9")
+    deleted = DeletedVersion.objects.create(
+        registry=registry, repository="team-a/api", digest="sha256:" + "ab" * 32, freed_bytes=4096
+    )
+    client.force_login(make_user("boss", superuser=True))
+    pages = [
+        client.get(reverse("admin:dashboard_deletedversion_changelist")),
+        client.get(reverse("admin:dashboard_deletedversion_change", args=[deleted.pk])),
+    ]
+    for page in pages:
+        assert page.status_code == 200 and "team-a/api" in page.content.decode()
+        assert csp_violations(page.content.decode()) == []
+    assert "Save" not in pages[1].content.decode()
+
+    assert client.get(reverse("admin:dashboard_deletedversion_add")).status_code == 403
+    change = reverse("admin:dashboard_deletedversion_change", args=[deleted.pk])
+    assert client.post(change, {"repository": "x", "digest": "y", "freed_bytes": "0"}).status_code == 403
+    delete = reverse("admin:dashboard_deletedversion_delete", args=[deleted.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert DeletedVersion.objects.get(pk=deleted.pk).freed_bytes == 4096

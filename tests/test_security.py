@@ -293,3 +293,42 @@ def test_the_right_registry_password_is_never_shown_either(
     for name, body in bodies.items():
         assert password not in body, name
     assert password not in caplog.text
+
+
+def fail_sign_ins(username: str, times: int, via: str) -> list[int]:
+    """Wrong passwords, sent with `via` as X-Forwarded-For (what the proxies wrote)."""
+    client = Client(headers={"X-Forwarded-For": via})
+    return [client.post(LOGIN, {"username": username, "password": "wrong"}).status_code for _ in range(times)]
+
+
+@pytest.mark.django_db
+def test_behind_trusted_proxies_each_forwarded_address_is_locked_out_on_its_own(settings):
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    settings.TRUSTED_PROXY_COUNT = 1
+    make_user("alice", password=PASSWORD)
+    limit = settings.AXES_FAILURE_LIMIT
+
+    # The client put 192.0.2.66 in the header itself; only the entry the proxy appended counts.
+    assert fail_sign_ins("alice", limit, via="192.0.2.66, 198.51.100.1")[-1] == 429
+    assert fail_sign_ins("alice", 1, via="198.51.100.2") == [200]
+    assert fail_sign_ins("alice", 1, via="192.0.2.66, 198.51.100.1") == [429]
+    addresses = AuditEntry.objects.filter(username="alice").values_list("remote_addr", flat=True)
+    assert set(addresses) == {"198.51.100.1", "198.51.100.2"}
+
+
+@pytest.mark.django_db
+def test_without_trusted_proxies_the_forwarded_header_is_ignored(settings):
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    settings.TRUSTED_PROXY_COUNT = 0
+    make_user("alice", password=PASSWORD)
+    limit = settings.AXES_FAILURE_LIMIT
+
+    # A client cannot escape the lockout by sending a new address in each request.
+    assert fail_sign_ins("alice", limit, via="198.51.100.1")[-1] == 429
+    assert fail_sign_ins("alice", 1, via="198.51.100.2") == [429]
+    assert set(AuditEntry.objects.filter(username="alice").values_list("remote_addr", flat=True)) == {"127.0.0.1"}
+
+
+def test_a_negative_proxy_count_is_refused(tmp_path):
+    result = manage(tmp_path, "check", TRUSTED_PROXY_COUNT="-1")
+    assert result.returncode != 0 and "TRUSTED_PROXY_COUNT must be 0 or more" in result.stderr
