@@ -6,7 +6,9 @@ REPOS repositories x TAGS tags. The cache is filled through the real sync first.
 the worker runs one full sync after another, locust (headless) simulates USERS people mixing
 catalog, search, repository and tag pages for DURATION seconds; then, in the same setup, the
 same users ask only /healthz (a trivial Django view) as the baseline. Prints requests/s,
-p50/p95/p99 and errors of each, and the ratio of the two throughputs; writes the figures to
+p50/p95/p99 and errors of each, and the ratio of the two throughputs; from the server's and the
+worker's logs, the dashboard's 5xx answers, the registry's 5xx answers to the dashboard (apart:
+they are not the dashboard's errors) and ERROR lines; writes the figures to
 bench/results/load.json.
 
 Run it through `make bench-load` (PostgreSQL comes from deploy/with-postgres.sh), or:
@@ -32,7 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.sync import registry_with_content  # noqa: E402
-from tests.support.deployment import gunicorn, manage, start_manage  # noqa: E402
+from tests.support.deployment import (  # noqa: E402
+    REGISTRY_LOGGER,
+    REQUEST_LOGGER,
+    five_hundreds,
+    gunicorn,
+    logged_errors,
+    manage,
+    start_manage,
+)
 
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
@@ -104,12 +114,6 @@ def _figures(row: dict[str, str]) -> dict[str, float | None]:
     }
 
 
-def server_errors(log: str) -> int:
-    """5xx answers in the dashboard's own request log (JSON lines)."""
-    statuses = (json.loads(line).get("status") for line in log.splitlines() if line.startswith('{"'))
-    return sum(1 for status in statuses if isinstance(status, int) and status >= 500)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repos", type=int, default=2000)
@@ -126,7 +130,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="registry-browser-load-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     registry = registry_with_content(args.keep or scratch / "registry", args.repos, args.tags)
     env = production_env(registry.url, args.repos, args.tags)
-    worker = None
+    worker, log = None, ""
     try:
         manage(database_url, "migrate", "--noinput", **env)
         manage(database_url, "collectstatic", "--noinput", **env)
@@ -134,7 +138,9 @@ def main() -> None:
         first = manage(database_url, "sync_registry", timeout=1800, **env)
         print(f"initial sync: {first.stdout.strip()} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-        worker = start_manage(database_url, "db_worker", "--no-reload", "--interval", "0.5", **env)
+        worker = start_manage(
+            database_url, "db_worker", "--no-reload", "--interval", "0.5", log=scratch / "worker.log", **env
+        )
         setup_django(database_url, env)
         stop, syncs = threading.Event(), []
         syncing = threading.Thread(target=keep_syncing, args=(stop, syncs), daemon=True)
@@ -149,6 +155,7 @@ def main() -> None:
             # A first SIGTERM lets the running sync finish; nobody waits for it here.
             worker.kill()
             worker.wait()
+            log += "\n" + (scratch / "worker.log").read_text()
         registry.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -163,7 +170,10 @@ def main() -> None:
         "pages": pages,
         "healthz": baseline["Aggregated"],
         "ratio_to_healthz": round(pages["Aggregated"]["rps"] / max(baseline["Aggregated"]["rps"], 0.1), 2),
-        "server_errors_5xx": server_errors(log),
+        "server_errors_5xx": len(five_hundreds(log, REQUEST_LOGGER)),
+        # The registry's own 5xx answers to the syncs and pages: not the dashboard's errors.
+        "registry_errors_5xx": len(five_hundreds(log, REGISTRY_LOGGER)),
+        "logged_errors": logged_errors(log),
         "full_syncs_finished_during_load": syncs,
     }
     RESULTS.mkdir(exist_ok=True)

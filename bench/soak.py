@@ -28,7 +28,6 @@ import random
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import production_env  # noqa: E402
-from tests.support.deployment import gunicorn, manage, process_env  # noqa: E402
+from tests.support.deployment import (  # noqa: E402
+    REGISTRY_LOGGER,
+    REQUEST_LOGGER,
+    five_hundreds,
+    gunicorn,
+    logged_errors,
+    manage,
+    start_manage,
+    stop_process,
+)
 from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry_server import free_port, start_registry  # noqa: E402
 
@@ -239,47 +247,6 @@ def drift(dashboard: Dashboard, pusher: ImagePusher, repositories: list[str]) ->
     return differences
 
 
-def start_worker(database_url: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The task worker, logging to a file: a pipe nobody reads would fill up and block it."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "manage.py", "db_worker", "--no-reload", "--interval", "0.5"],
-            cwd=ROOT,
-            env=process_env(database_url, **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
-def five_hundreds(log: str, logger: str) -> list[str]:
-    """5xx statuses in the JSON lines of `logger`: the dashboard's own answers (dashboard.request)
-    or the registry's answers to the dashboard (dashboard.registry.client)."""
-    lines = (json.loads(line) for line in log.splitlines() if line.startswith('{"'))
-    return [
-        f"{line['method']} {line['path']} {line['status']}"
-        for line in lines
-        if line.get("logger") == logger and isinstance(line.get("status"), int) and line["status"] >= 500
-    ]
-
-
-def logged_errors(log: str) -> int:
-    """ERROR lines of the dashboard's JSON log (failed tasks, exceptions) and of gunicorn's own."""
-    return sum(
-        1
-        for line in log.splitlines()
-        if (line.startswith('{"') and json.loads(line).get("level") == "ERROR") or "[ERROR]" in line or "[CRITICAL]" in line
-    )
-
-
 def seed(pusher: ImagePusher, repositories: list[str]) -> None:
     for repository in repositories:
         pusher.push_image(repository, ["1.0", "stable", "latest"], unique=f"{repository}-1", layers=1, layer_size=512)
@@ -308,12 +275,15 @@ def main() -> int:
     repositories = [f"soak/app-{i:02d}" for i in range(args.repos)]
     tally = Tally()
     registry = worker = None
+    worker_log = ""
     try:
         manage(database_url, "migrate", "--noinput", **env)
         manage(database_url, "collectstatic", "--noinput", **env)
         make_user = MAKE_USER.format(username=USERNAME, password=password)
         token = manage(database_url, "shell", "--no-imports", "-c", make_user, **env).stdout.strip()
-        worker = start_worker(database_url, env, scratch / "worker.log")
+        worker = start_manage(
+            database_url, "db_worker", "--no-reload", "--interval", "0.5", log=scratch / "worker.log", **env
+        )
         with gunicorn(database_url, scratch / "gunicorn.log", workers=2, **env) as server:
             registry = start_registry(
                 scratch / "registry",
@@ -365,11 +335,12 @@ def main() -> int:
         )
     finally:
         if worker is not None:
-            stop_worker(worker)
+            stop_process(worker, timeout=30)
+            worker_log = (scratch / "worker.log").read_text()
         if registry is not None:
             registry.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    worker_log = (scratch / "worker.log").read_text()
     audit_total = {action: sum(n for key, n in audits.items() if key.startswith(action + " ")) for action in AUDITED_ACTIONS}
     result = {
         "setup": {
@@ -383,8 +354,8 @@ def main() -> int:
         "errors": sum(tally.errors.values()),
         "errors_by_kind": dict(sorted(tally.errors.items())),
         "error_samples": tally.samples,
-        "server_5xx": five_hundreds(log, "dashboard.request"),
-        "registry_5xx": five_hundreds(log + "\n" + worker_log, "dashboard.registry.client"),
+        "server_5xx": five_hundreds(log, REQUEST_LOGGER),
+        "registry_5xx": five_hundreds(log + "\n" + worker_log, REGISTRY_LOGGER),
         "logged_errors": logged_errors(log + "\n" + worker_log),
         "pushes": tally.pushes,
         "cached_tags_at_end": cached_tags,
@@ -397,7 +368,6 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    shutil.rmtree(scratch, ignore_errors=True)
     audit_matches = audit_total == {action: tally.audited[action] for action in AUDITED_ACTIONS}
     healthy = not (result["errors"] or result["server_5xx"] or result["logged_errors"] or differences) and audit_matches
     return 0 if healthy else 1

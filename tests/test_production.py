@@ -122,7 +122,11 @@ def test_gunicorn_with_the_production_config_serves_probes_metrics_and_logs(tmp_
         assert ready.json()["database"] == "ok"
         # Both workers' counts add up in one scrape, whichever worker answers it.
         assert _healthz_count(requests.get(f"{server.url}/metrics", timeout=30).text) == healthz_before + 6
+        (metrics_dir,) = server.tmp_dir.glob("registry-browser-metrics-*")
+        assert any(metrics_dir.iterdir())
         log = server.stop()
+
+    assert not metrics_dir.exists()  # removed by gunicorn.conf.py's on_exit
 
     request_lines = [
         line
@@ -177,3 +181,20 @@ def test_a_registry_call_that_cannot_connect_logs_a_warning(caplog):
 
     failures = [r for r in caplog.records if r.name == "dashboard.registry" and r.levelno == logging.WARNING]
     assert failures and failures[0].status is None and failures[0].error == "ConnectionError"
+
+
+def test_metrics_are_open_by_default_and_need_the_token_when_one_is_set(client, settings):
+    assert client.get("/metrics").status_code == 200
+
+    settings.METRICS_TOKEN = "scrape-" + "x" * 32
+    refused = [
+        client.get("/metrics"),
+        client.get("/metrics", headers={"Authorization": "Bearer wrong"}),
+        # The right token under another scheme is still refused.
+        client.get("/metrics", headers={"Authorization": f"Basic {settings.METRICS_TOKEN}"}),
+    ]
+    assert [response.status_code for response in refused] == [401, 401, 401]
+    assert refused[0]["WWW-Authenticate"].startswith("Bearer")
+    assert b"django_http" not in refused[0].content
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {settings.METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and b"django_http_requests" in scraped.content

@@ -18,17 +18,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from django.db import connection
 
+from dashboard.logging import request_logger
+from dashboard.registry.client import logger as registry_logger
 from tests.support.registry_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
+REQUEST_LOGGER = request_logger.name  # one line per answer the dashboard gives
+REGISTRY_LOGGER = registry_logger.name  # one line per registry call it makes
 
 # Prints the cache as JSON: {repository: {tag: digest}}, plus the integrity facts the tests check.
 CACHE_DUMP = """
@@ -139,16 +143,57 @@ def shell(database_url: str, code: str, **env: str) -> str:
     return manage(database_url, "shell", "--no-imports", "-c", code, **env).stdout
 
 
-def start_manage(database_url: str, *args: str, **env: str) -> subprocess.Popen[str]:
-    """Start `manage.py args` in the background (stdout and stderr piped)."""
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=process_env(database_url, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_manage(database_url: str, *args: str, log: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    """Start `manage.py args` in the background, stdout and stderr piped, or both written to
+    `log`. Long runners (a worker for a whole benchmark) need the file: a pipe nobody reads
+    fills up, and the process blocks on its next log line."""
+    with log.open("w") if log is not None else nullcontext() as output:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO_ROOT,
+            env=process_env(database_url, **env),
+            stdout=output or subprocess.PIPE,
+            stderr=subprocess.PIPE if output is None else subprocess.STDOUT,
+            text=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[str], timeout: float = 20) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is not gone within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# Reading the processes' logs (LOG_FORMAT=json, see process_env) -----------------------------
+
+
+def _json_lines(log: str) -> Iterator[dict]:
+    for line in log.splitlines():
+        if line.startswith('{"'):
+            with suppress(json.JSONDecodeError):  # a line cut short when a process was killed
+                yield json.loads(line)
+
+
+def five_hundreds(log: str, logger: str) -> list[str]:
+    """`method path status` of every 5xx in the lines of `logger`: REQUEST_LOGGER for the
+    dashboard's own answers, REGISTRY_LOGGER for the registry's answers to the dashboard."""
+    return [
+        f"{line.get('method')} {line.get('path')} {line['status']}"
+        for line in _json_lines(log)
+        if line.get("logger") == logger and isinstance(line.get("status"), int) and line["status"] >= 500
+    ]
+
+
+def logged_errors(log: str) -> int:
+    """ERROR lines of the dashboard's JSON log (failed tasks, exceptions) and of gunicorn's own."""
+    json_errors = sum(1 for line in _json_lines(log) if line.get("level") in ("ERROR", "CRITICAL"))
+    gunicorn_errors = sum(1 for line in log.splitlines() if "[ERROR]" in line or "[CRITICAL]" in line)
+    return json_errors + gunicorn_errors
 
 
 @dataclass
@@ -156,27 +201,25 @@ class WebServer:
     url: str
     process: subprocess.Popen[str]
     log_path: Path
+    tmp_dir: Path  # the server's TMPDIR, where gunicorn.conf.py makes its metrics directory
 
     def stop(self) -> str:
         """Stop gracefully and return everything the server logged."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         return self.log_path.read_text()
 
 
 @contextmanager
 def gunicorn(database_url: str, log_path: Path, *, workers: int = 1, **env: str) -> Iterator[WebServer]:
-    """gunicorn with deploy/gunicorn.conf.py on a free loopback port, until the block ends."""
+    """gunicorn with deploy/gunicorn.conf.py on a free loopback port, until the block ends.
+    Its temporary files go next to `log_path`, so even a killed server leaves none in /tmp."""
     port = free_port()
+    tmp_dir = Path(tempfile.mkdtemp(prefix="gunicorn-tmp-", dir=log_path.parent))
     server_env = process_env(
         database_url,
         GUNICORN_BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY=str(workers),
+        TMPDIR=str(tmp_dir),
         **env,
     )
     with log_path.open("w") as log:
@@ -188,7 +231,7 @@ def gunicorn(database_url: str, log_path: Path, *, workers: int = 1, **env: str)
             stderr=subprocess.STDOUT,
             text=True,
         )
-    server = WebServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    server = WebServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, tmp_dir=tmp_dir)
     try:
         _wait_for(server)
         yield server
