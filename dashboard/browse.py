@@ -147,6 +147,8 @@ class TagRow:
     siblings: list[tuple[str, str]] = field(default_factory=list)
     more_siblings: int = 0
     pinned: bool = False
+    # First of a run of rows on one digest: the table draws such runs as a group.
+    group_start: bool = True
 
     @property
     def manifest(self) -> Manifest:
@@ -219,6 +221,8 @@ def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
         row.siblings = [(name, links.tag(name)) for name in others[:SIBLINGS_SHOWN]]
         row.more_siblings = totals.get(row.tag.manifest_id, 1) - 1 - len(row.siblings)
         row.pinned = row.tag.manifest.digest in pinned
+    for previous, row in zip(rows, rows[1:]):
+        row.group_start = row.tag.manifest_id != previous.tag.manifest_id
     return rows
 
 

@@ -190,7 +190,12 @@ class TagHistory(models.Model):
 
     class Meta:
         verbose_name_plural = "tag history"
-        indexes = [models.Index(fields=["repository", "tag", "since"])]
+        indexes = [
+            models.Index(fields=["repository", "tag", "since"]),
+            # Ended periods are few next to open ones (one per tag): rollback.deployment_tags
+            # groups them on every repository page.
+            models.Index(fields=["repository", "tag"], condition=models.Q(until__isnull=False), name="ended_periods"),
+        ]
         constraints = [
             # At most one open period per tag: two concurrent syncs cannot both open one.
             models.UniqueConstraint(

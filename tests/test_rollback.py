@@ -559,3 +559,27 @@ def test_pinning_a_candidate_found_gone_is_refused_and_it_is_not_offered_again(u
     assert Manifest.objects.get(repository=repository, digest=v1.digest).missing_since is not None
     assert [p.state for p in rollback.tag_periods(repository, "prod")] == ["in the registry", "deleted"]
     assert audit_rows(repository.name, "pin")[-1].outcome == "refused"
+
+
+@pytest.mark.django_db
+def test_deployment_tags_are_the_tags_with_two_periods_or_more_most_moved_first(make_repo_name):
+    from dashboard.models import Registry, Repository
+
+    registry = Registry.objects.create(name=make_repo_name("reg"), url=f"http://{make_repo_name('host')}.invalid")
+    repository = Repository.objects.create(registry=registry, name=make_repo_name("deploy"))
+    ended = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def periods(tag: str, closed: int, open_now: bool) -> None:
+        for n in range(closed):
+            TagHistory.objects.create(repository=repository, tag=tag, digest=f"sha256:{n}", until=ended, started_by="sync")
+        if open_now:
+            TagHistory.objects.create(repository=repository, tag=tag, digest="sha256:now", started_by="sync")
+
+    periods("prod", closed=2, open_now=True)  # moved twice
+    periods("staging", closed=1, open_now=True)  # moved once
+    periods("old", closed=2, open_now=False)  # moved once, then deleted
+    periods("v1", closed=0, open_now=True)  # never moved
+    periods("gone", closed=1, open_now=False)  # deleted without moving
+
+    assert rollback.deployment_tags(repository) == ["prod", "old", "staging"]
+    assert rollback.deployment_tags(repository, limit=1) == ["prod"]

@@ -1,0 +1,61 @@
+"""The repository page's tag rows, drawn in Python.
+
+Fifty rows of about thirty template lookups each were most of the page's time (the page has a
+30 ms budget with 10,000 tags); the same markup from f-strings costs a fraction. Everything that
+came from the registry goes through escape() here.
+"""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from dashboard.browse import TagRow
+from dashboard.templatetags.delete_tags import TableControls
+from dashboard.templatetags.display import digest, kind_badges, size, tag_links, when
+
+register = template.Library()
+
+
+def _name_cell(row: TagRow) -> str:
+    name = escape(row.tag.name)
+    title = f' title="{name}"' if row.cosign else ""
+    parts = [f'<a class="tag-link" href="{escape(row.url)}"{title}>{escape(row.label)}</a>']
+    if row.pinned:
+        parts.append('<span class="badge badge-pin">pinned</span>')
+    if row.cosign:
+        parts.append(f'<span class="badge badge-sig">{escape(row.cosign.kind)}</span>')
+    if row.siblings:
+        more = f" and {row.more_siblings} more" if row.more_siblings else ""
+        parts.append(f'<div class="siblings">same digest as {tag_links(row.siblings)}{more}</div>')
+    return f'<td class="name-cell">{" ".join(parts)}</td>'
+
+
+@register.simple_tag
+def tag_row(row: TagRow, delete: TableControls) -> SafeString:
+    """One `<tr>` of the tag table; rows next to each other with one digest form a group."""
+    name = escape(row.tag.name)
+    manifest = row.manifest
+    cells = [
+        _name_cell(row),
+        f'<td><a href="{escape(row.manifest_url)}">{digest(manifest.digest)}</a></td>',
+        f'<td class="kind-cell">{kind_badges(manifest, row.platforms)}</td>',
+        f'<td class="num">{size(manifest.size)}</td>',
+        f"<td>{when(row.tag.created)}</td>",
+    ]
+    if delete.allowed:
+        form = escape(delete.form_id)
+        cells.insert(
+            0,
+            f'<td class="select-cell"><input type="checkbox" name="tags" value="{name}" form="{form}" '
+            f'aria-label="Select {name}"><input type="hidden" name="digest:{name}" '
+            f'value="{escape(manifest.digest)}" form="{form}"></td>',
+        )
+        url = escape(row.delete_url)
+        cells.append(
+            f'<td class="action-cell"><a href="{url}" hx-get="{url}" hx-target="#delete-dialog" '
+            f'hx-swap="innerHTML" hx-push-url="false" aria-label="Delete {name}">Delete…</a></td>'
+        )
+    group = "group-start" if row.group_start else "same-digest"
+    return mark_safe(f'<tr class="{group}">{"".join(cells)}</tr>')
