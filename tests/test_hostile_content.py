@@ -118,7 +118,7 @@ def hostile(registry: RegistryServer, pusher: ImagePusher) -> Hostile:
     pushed = Hostile()
     web, oci, odd, broken = (f"{root}/{part}" for part in ("web", "oci", "artifacts", "broken"))
 
-    evil = pushed.add(
+    pushed.add(
         "evil",
         pusher.push_image(
             web,

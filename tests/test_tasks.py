@@ -314,7 +314,7 @@ def test_a_refresh_queues_one_sync_and_the_finished_poll_swaps_in_the_fresh_tabl
     for response in (first, second):
         html = response.content.decode()
         assert response.status_code == 200 and "<html" not in html
-        assert f'<div id="refresh-progress"' in html
+        assert '<div id="refresh-progress"' in html
         # Polls the task every second, and the same URL opens as a page without htmx.
         assert f'hx-get="{status_url}" hx-trigger="every 1s"' in html
         assert f'href="{status_url}"' in html

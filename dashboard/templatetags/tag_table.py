@@ -8,12 +8,11 @@ came from the registry goes through escape() here.
 from __future__ import annotations
 
 from django import template
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
 from dashboard.browse import TagRow
 from dashboard.templatetags.delete_tags import TableControls
-from dashboard.templatetags.display import digest, kind_badges, size, tag_links, when
+from dashboard.templatetags.display import digest, escape, kind_badges, size, tag_links, when
 
 register = template.Library()
 
@@ -58,4 +57,4 @@ def tag_row(row: TagRow, delete: TableControls) -> SafeString:
             f'hx-swap="innerHTML" hx-push-url="false" aria-label="Delete {name}">Delete…</a></td>'
         )
     group = "group-start" if row.group_start else "same-digest"
-    return mark_safe(f'<tr class="{group}">{"".join(cells)}</tr>')
+    return SafeString(f'<tr class="{group}">{"".join(cells)}</tr>')
