@@ -10,8 +10,8 @@ import json
 import re
 import shlex
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.db.models import Count, F, Q, QuerySet, Window
@@ -92,7 +92,7 @@ def cosign_tag(tag_name: str) -> CosignTag | None:
     return CosignTag(COSIGN_KINDS[match["suffix"]], f"sha256:{match['hex']}", match["suffix"])
 
 
-def platforms_of(manifest: Manifest) -> list[str]:
+def platforms_of(manifest: Manifest | ListedTag) -> list[str]:
     if manifest.kind == Manifest.Kind.INDEX:
         return [child["platform"] for child in manifest.children if child.get("platform")]
     return [manifest.platform] if manifest.platform else []
@@ -135,9 +135,45 @@ class RowLinks:
         return self._fill(self.delete_pattern, name)
 
 
+@dataclass(frozen=True, slots=True)
+class ListedTag:
+    """A tag of a list with the columns of its manifest the list shows: plain values, because
+    building a Tag and a Manifest instance per row cost more than the query that read them."""
+
+    name: str
+    created: datetime | None
+    manifest_id: int
+    digest: str
+    kind: str
+    media_type: str
+    artifact_type: str
+    size: int
+    platform: str
+    children: list
+
+    @property
+    def platforms(self) -> list[str]:
+        return platforms_of(self)
+
+
+# Constructor arguments of ListedTag, in order, as Tag lookups.
+_LISTED_COLUMNS = (
+    "name",
+    "created",
+    "manifest_id",
+    "manifest__digest",
+    "manifest__kind",
+    "manifest__media_type",
+    "manifest__artifact_type",
+    "manifest__size",
+    "manifest__platform",
+    "manifest__children",
+)
+
+
 @dataclass
 class TagRow:
-    tag: Tag
+    tag: ListedTag
     url: str
     manifest_url: str
     # The delete confirmation's URL; the table shows it only to those who may delete.
@@ -151,47 +187,27 @@ class TagRow:
     group_start: bool = True
 
     @property
-    def manifest(self) -> Manifest:
-        return self.tag.manifest
-
-    @property
-    def platforms(self) -> list[str]:
-        return platforms_of(self.tag.manifest)
-
-    @property
     def label(self) -> str:
         return self.cosign.short_name if self.cosign else self.tag.name
 
 
 def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
-    """The repository's tags matching the search, in the requested order, without the heavy
-    manifest columns (raw bytes, config) a list never shows."""
-    tags = (
-        Tag.objects.filter(repository=repository)
-        .select_related("manifest")
-        .only(
-            "name",
-            "created",
-            "pointed_at",
-            "manifest__digest",
-            "manifest__kind",
-            "manifest__media_type",
-            "manifest__artifact_type",
-            "manifest__size",
-            "manifest__platform",
-            "manifest__children",
-        )
-    )
+    """The repository's tags matching the search, in the requested order. Without a join, so
+    that the paginator's count stays an index count (tag_rows reads the manifests' columns)."""
+    tags = Tag.objects.filter(repository=repository)
     if query.cleaned_data["q"]:
         tags = tags.filter(name__icontains=query.cleaned_data["q"])
     return tags.order_by(*query.ordering())
 
 
-def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
-    """Rows for one page of tags: two queries, whatever the page or repository size."""
+def tag_rows(repository: Repository, page: QuerySet[Tag]) -> list[TagRow]:
+    """Rows for one page of filter_tags (a sliced queryset): three queries, whatever the page
+    or repository size. The list shows a few columns of each tag and its manifest, never the
+    raw bytes or config."""
     links = RowLinks.of(repository)
+    tags = [ListedTag(*values) for values in page.values_list(*_LISTED_COLUMNS)]
     rows = [
-        TagRow(tag, links.tag(tag.name), links.manifest(tag.manifest.digest), links.delete(tag.name), cosign_tag(tag.name))
+        TagRow(tag, links.tag(tag.name), links.manifest(tag.digest), links.delete(tag.name), cosign_tag(tag.name))
         for tag in tags
     ]
     manifest_ids = {tag.manifest_id for tag in tags}
@@ -212,7 +228,7 @@ def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
         names[manifest_id].append(name)
         totals[manifest_id] = total
     pinned = set(
-        Pin.objects.filter(repository=repository, digest__in={tag.manifest.digest for tag in tags}).values_list(
+        Pin.objects.filter(repository=repository, digest__in={tag.digest for tag in tags}).values_list(
             "digest", flat=True
         )
     )
@@ -220,7 +236,7 @@ def tag_rows(repository: Repository, tags: Sequence[Tag]) -> list[TagRow]:
         others = [name for name in names[row.tag.manifest_id] if name != row.tag.name]
         row.siblings = [(name, links.tag(name)) for name in others[:SIBLINGS_SHOWN]]
         row.more_siblings = totals.get(row.tag.manifest_id, 1) - 1 - len(row.siblings)
-        row.pinned = row.tag.manifest.digest in pinned
+        row.pinned = row.tag.digest in pinned
     for previous, row in zip(rows, rows[1:]):
         row.group_start = row.tag.manifest_id != previous.tag.manifest_id
     return rows

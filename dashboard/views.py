@@ -98,7 +98,7 @@ def _repository_context(request: HttpRequest, registry: Registry, repository: Re
         "query": query,
         "params": query.data,
         "page": page,
-        "rows": browse.tag_rows(repository, list(page.object_list)),
+        "rows": browse.tag_rows(repository, page.object_list),
         "page_url": page_url,
         "refresh_url": _with_query(reverse("dashboard:repository-refresh", args=[repository.name]), request),
     }

@@ -34,14 +34,14 @@ def _name_cell(row: TagRow) -> str:
 @register.simple_tag
 def tag_row(row: TagRow, delete: TableControls) -> SafeString:
     """One `<tr>` of the tag table; rows next to each other with one digest form a group."""
-    name = escape(row.tag.name)
-    manifest = row.manifest
+    tag = row.tag
+    name = escape(tag.name)
     cells = [
         _name_cell(row),
-        f'<td><a href="{escape(row.manifest_url)}">{digest(manifest.digest)}</a></td>',
-        f'<td class="kind-cell">{kind_badges(manifest, row.platforms)}</td>',
-        f'<td class="num">{size(manifest.size)}</td>',
-        f"<td>{when(row.tag.created)}</td>",
+        f'<td><a href="{escape(row.manifest_url)}">{digest(tag.digest)}</a></td>',
+        f'<td class="kind-cell">{kind_badges(tag, tag.platforms)}</td>',
+        f'<td class="num">{size(tag.size)}</td>',
+        f"<td>{when(tag.created)}</td>",
     ]
     if delete.allowed:
         form = escape(delete.form_id)
@@ -49,7 +49,7 @@ def tag_row(row: TagRow, delete: TableControls) -> SafeString:
             0,
             f'<td class="select-cell"><input type="checkbox" name="tags" value="{name}" form="{form}" '
             f'aria-label="Select {name}"><input type="hidden" name="digest:{name}" '
-            f'value="{escape(manifest.digest)}" form="{form}"></td>',
+            f'value="{escape(tag.digest)}" form="{form}"></td>',
         )
         url = escape(row.delete_url)
         cells.append(
