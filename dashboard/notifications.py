@@ -167,11 +167,22 @@ def record_pull(registry: Registry, event: Event) -> int:
 
 def sync_pushed_tag(registry_id: int, repository: str, tag: str, digest: str) -> None:
     """Sync a tag the registry reported pushed as `digest`, once the registry shows the tag there.
-    After a short wait its answer wins anyway: the tag may have moved on since."""
+
+    Waits only while the registry still shows what the cache knew before the push (the race in
+    PUSH_SETTLE_DELAYS); any other answer means the tag moved on or was deleted since, and is
+    synced at once. Waiting on those too kept the one worker asleep through busy pushes and
+    deletes, and the cache fell minutes behind. After the last wait the registry's answer wins.
+    """
     registry = Registry.objects.get(pk=registry_id)
+    before = (
+        Tag.objects.filter(repository__registry=registry, repository__name=repository, name=tag)
+        .values_list("manifest__digest", flat=True)
+        .first()
+    )
     with client_for(registry) as client:
         for delay in PUSH_SETTLE_DELAYS:
-            if not digest or sync.head_digest(client, repository, tag) == digest:
+            current = sync.head_digest(client, repository, tag)
+            if not digest or current == digest or current != before:
                 break
             time.sleep(delay)
         sync.sync_tag(registry, client, repository, tag, source=sync.Source.NOTIFICATION)

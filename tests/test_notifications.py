@@ -15,6 +15,7 @@ import pytest
 from django.core.signals import request_finished, request_started
 from django.urls import reverse
 
+from dashboard import notifications
 from dashboard.models import Manifest, NotificationEvent, Registry, Repository, Tag
 from dashboard.registry import RegistryClient
 from dashboard.registry.client import USER_AGENT
@@ -224,6 +225,59 @@ def test_a_push_event_waits_until_the_registry_shows_the_pushed_digest(client, c
     assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == new.digest
     # Untagged now, and kept as the tag's previous digest (a rollback candidate).
     assert not Manifest.objects.get(repository__name=repo_name, digest=old.digest).tags.exists()
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """The settle waits of push handling, recorded instead of slept (the registry stays real)."""
+    recorded: list[float] = []
+    monkeypatch.setattr(notifications.time, "sleep", recorded.append)
+    return recorded
+
+
+@pytest.mark.django_db
+def test_a_push_event_waits_only_while_the_registry_shows_the_digest_cached_before(
+    client, cache, pusher, repo_name, sleeps
+):
+    old = pusher.push_image(repo_name, "latest", unique="old")
+    sync(cache, repo_name)
+    new = pusher.push_image(repo_name, None, unique="new")  # the tag link not written yet
+
+    post(client, envelope(event("push", repo_name, tag="latest", mediaType=new.media_type, digest=new.digest)))
+
+    assert sleeps == list(notifications.PUSH_SETTLE_DELAYS)
+    # After the last wait the registry's answer wins.
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == old.digest
+
+
+@pytest.mark.django_db
+def test_a_push_event_for_a_tag_that_moved_on_since_is_synced_at_once(client, cache, pusher, repo_name, sleeps):
+    pusher.push_image(repo_name, "latest", unique="first")
+    sync(cache, repo_name)
+    second = pusher.push_image(repo_name, "latest", unique="second")
+    third = pusher.push_image(repo_name, "latest", unique="third")
+
+    post(client, envelope(event("push", repo_name, tag="latest", mediaType=second.media_type, digest=second.digest)))
+
+    assert sleeps == []
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == third.digest
+
+
+@pytest.mark.django_db
+def test_a_push_event_for_a_tag_deleted_since_is_synced_at_once(client, cache, pusher, repo_name, sleeps):
+    kept = pusher.push_image(repo_name, "stable", unique="kept")
+    doomed = pusher.push_image(repo_name, "build-1", unique="doomed")
+    sync(cache, repo_name)
+    # Like the tombstone a tag delete pushes: the event arrives after the digest is deleted.
+    with RegistryClient(cache.url) as registry_client:
+        registry_client.delete_manifest(repo_name, doomed.digest)
+
+    post(client, envelope(event("push", repo_name, tag="build-1", mediaType=doomed.media_type, digest=doomed.digest)))
+
+    assert sleeps == []
+    assert list(Tag.objects.filter(repository__name=repo_name).values_list("name", "manifest__digest")) == [
+        ("stable", kept.digest)
+    ]
 
 
 # A real registry notifying the live server ---------------------------------------------------
