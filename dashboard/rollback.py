@@ -358,13 +358,22 @@ def restore_tag(
         if stored != digest:
             raise DigestMismatch(digest, stored)
         verified = client.head_manifest(repository.name, tag).digest
-        if verified != digest:
-            raise DigestMismatch(digest, verified)
         try:
-            sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER, user=user)
+            if verified == digest:
+                sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER, user=user)
+            else:
+                sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
         except RegistryError as error:
             # The tag has moved all the same: report success, and let the next sync catch up.
             action.notes.append(f"the cache was not refreshed: {error}")
+        if verified != digest:
+            # The PUT took (the registry answered with our digest), and a push moved the tag
+            # again before the check: not a registry failure, and not what the user asked for.
+            raise ActionRefused(
+                f"Tag {tag} was pointed at {digest}, but another push moved it to {verified} right "
+                f"after; it points there now. Check what pushed it before restoring again.",
+                status=409,
+            )
         return RestoreResult(tag, digest, previous, changed=True)
 
 

@@ -135,6 +135,39 @@ def test_restore_is_refused_when_the_tag_moved_since_it_was_shown(two_releases, 
     assert (entry.outcome, entry.digest_before) == ("refused", v2.digest)
 
 
+def test_a_push_landing_right_after_the_restore_is_reported_not_taken_for_a_registry_failure(
+    two_releases, dashboard, people, pusher, monkeypatch
+):
+    repository, v1, v2 = two_releases
+    from dashboard.registry import RegistryClient
+
+    real_head = RegistryClient.head_manifest
+    heads, pushed = [], []
+
+    def push_first(client, repo, reference):
+        # CI pushes 3.0 to production between the restore's PUT and its check: the restore
+        # HEADs the tag twice, for the digest guard and after the PUT.
+        heads.append(reference)
+        if heads.count("production") == 2 and not pushed:
+            pushed.append(release(pusher, repository.name, "3.0", MAR, "production"))
+        return real_head(client, repo, reference)
+
+    monkeypatch.setattr(RegistryClient, "head_manifest", push_first)
+
+    with pytest.raises(ActionRefused) as refused:
+        rollback.restore_tag(
+            None, people.operator, dashboard.registry, repository, tag="production", digest=v1.digest, expected=v2.digest
+        )
+
+    (v3,) = pushed
+    assert refused.value.status == 409
+    assert v1.digest in refused.value.message and v3.digest in refused.value.message
+    assert pusher.head_digest(repository.name, "production") == v3.digest
+    assert Tag.objects.get(repository=repository, name="production").manifest.digest == v3.digest
+    entry = audit_rows(repository.name, "restore")[-1]
+    assert (entry.outcome, entry.digest_before) == ("refused", v2.digest)
+
+
 def test_restore_needs_the_operator_role_and_hides_the_repository_from_outsiders(two_releases, dashboard, people, pusher):
     repository, v1, v2 = two_releases
     for user, status in ((people.maintainer, 403), (people.viewer, 403), (people.outsider, 404)):
