@@ -195,6 +195,22 @@ def test_a_pull_event_sets_last_pulled_at(client, cache, pusher, repo_name):
 
 
 @pytest.mark.django_db
+def test_the_dashboards_own_pushes_are_recorded_but_not_synced_again(client, cache, pusher, repo_name, sleeps):
+    old = pusher.push_image(repo_name, "latest", unique="old")
+    sync(cache, repo_name)
+    # As a restore by another request of this dashboard would: pushed, already in its cache.
+    new = pusher.push_image(repo_name, "latest", unique="new")
+    own = event("push", repo_name, tag="latest", mediaType=new.media_type, digest=new.digest)
+    own["request"]["useragent"] = USER_AGENT
+
+    assert post(client, envelope(own)).status_code == 200
+
+    assert NotificationEvent.objects.filter(event_id=own["id"]).exists()
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == old.digest
+    assert sleeps == []
+
+
+@pytest.mark.django_db
 def test_a_push_event_syncs_the_pushed_tag(client, cache, pusher, repo_name):
     image = pusher.push_image(repo_name, "1.0")
     pushed = event("push", repo_name, tag="1.0", mediaType=image.media_type, digest=image.digest)
