@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from dashboard import deletion, rollback
 from dashboard.access import repository_for, visible_repositories
 from dashboard.actions import ActionRefused
-from dashboard.models import ApiToken, Pin, Repository, Tag, TagHistory
+from dashboard.models import ApiToken, Pin, Repository, Tag
 from dashboard.registries import configured_registry
 
 PAGE_SIZE = 500
@@ -239,7 +239,7 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     repository = _repository(request, name)
     rollback.validate_tag_name(tag)
     found = rollback.rollback_candidates(repository, tag)
-    if found.current is None and not TagHistory.objects.filter(repository=repository, tag=tag).exists():
+    if found is None:
         raise ActionRefused(f"No such tag: {tag}.", status=404)
     current = found.current
     return JsonResponse(

@@ -22,7 +22,7 @@ from dashboard.access import default_role, is_admin, signed_in
 from dashboard.audit import entries_visible_to
 from dashboard.forms import QueryForm
 from dashboard.models import AccessRule, AuditEntry, Role, glob_to_regex
-from dashboard.rendering import page_or_results
+from dashboard.rendering import bad_query, page_or_results
 
 PAGE_SIZE = 50
 RESULTS_TARGET = "audit-results"
@@ -84,16 +84,12 @@ def _start_of(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def _bad_query(request: HttpRequest, query: AuditQuery) -> HttpResponse:
-    return render(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
-
-
 @require_safe
 @signed_in
 def audit_log(request: HttpRequest) -> HttpResponse:
     query = AuditQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     entries = query.filter(entries_visible_to(request.user))
     context = {
         "query": query,

@@ -4,6 +4,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 
+from dashboard.forms import QueryForm
+
 
 def render_page(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
     response = render(request, template, context, status=status)
@@ -20,3 +22,8 @@ def page_or_results(request: HttpRequest, template: str, context: dict, results:
     """
     target, fragment = results
     return render_page(request, fragment if request.htmx and request.htmx.target == target else template, context)
+
+
+def bad_query(request: HttpRequest, query: QueryForm) -> HttpResponse:
+    """The 400 page for a query string its form rejected, naming what is wrong."""
+    return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)

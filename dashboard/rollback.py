@@ -358,15 +358,15 @@ def restore_tag(
         if stored != digest:
             raise DigestMismatch(digest, stored)
         verified = client.head_manifest(repository.name, tag).digest
+        # Where the tag is now is the user's doing only if it is where they pointed it.
+        mine = verified == digest
         try:
-            if verified == digest:
-                sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.USER, user=user)
-            else:
-                sync_tag(registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
+            source = TagHistory.Source.USER if mine else TagHistory.Source.SYNC
+            sync_tag(registry, client, repository.name, tag, source=source, user=user if mine else None)
         except RegistryError as error:
             # The tag has moved all the same: report success, and let the next sync catch up.
             action.notes.append(f"the cache was not refreshed: {error}")
-        if verified != digest:
+        if not mine:
             # The PUT took (the registry answered with our digest), and a push moved the tag
             # again before the check: not a registry failure, and not what the user asked for.
             raise ActionRefused(
@@ -397,15 +397,18 @@ class Candidates:
     versions: list[Candidate]
 
 
-def rollback_candidates(repository: Repository, tag: str) -> Candidates:
+def rollback_candidates(repository: Repository, tag: str) -> Candidates | None:
     """Versions `tag` can go back to: pinned ones and its earlier digests that still exist,
-    tagged or not (the sync keeps a tag's recent previous digests, see `sync.previous_digests`)."""
+    tagged or not (the sync keeps a tag's recent previous digests, see `sync.previous_digests`).
+    None for a tag the repository neither has nor ever had."""
     current = (
         Tag.objects.filter(repository=repository, name=tag)
         .select_related("manifest")
         .only("name", "created", "pointed_at", *(f"manifest__{column}" for column in LIST_COLUMNS))
         .first()
     )
+    if current is None and not TagHistory.objects.filter(repository=repository, tag=tag).exists():
+        return None
     # A tag's periods never overlap, so the latest start and end on a digest are its last stretch.
     pointed = {
         digest: (since, left)

@@ -33,19 +33,11 @@ from dashboard.access import (
 from dashboard.actions import ActionRefused
 from dashboard.compare import compare_manifests, resolve_reference
 from dashboard.forms import QueryForm
-from dashboard.models import (
-    ApiToken,
-    AuditEntry,
-    Pin,
-    Repository,
-    Role,
-    Tag,
-    TagHistory,
-)
+from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 from dashboard.registry.manifests import is_valid_digest, is_valid_tag
-from dashboard.rendering import page_or_results, render_page
+from dashboard.rendering import bad_query, page_or_results, render_page
 
 PINS_PER_PAGE = 50
 PIN_RESULTS = ("pin-results", "dashboard/rollback/_pin_results.html")
@@ -110,12 +102,6 @@ class ApiTokenForm(forms.Form):
 # Helpers ------------------------------------------------------------------------------------
 
 
-
-
-def _bad_query(request: HttpRequest, query: QueryForm) -> HttpResponse:
-    return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
-
-
 def _refused(request: HttpRequest, message: str, status: int, back: str) -> HttpResponse:
     return render_page(request, "dashboard/rollback/refused.html", {"message": message, "back": back}, status=status)
 
@@ -142,7 +128,7 @@ def _pins_url(repository: Repository) -> str:
 def pins(request: HttpRequest) -> HttpResponse:
     query = PinsQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     visible = visible_repositories(request.user, configured_registry())
     listed = Pin.objects.filter(repository__in=visible).select_related("repository", "created_by")
     if query.cleaned_data["repository"]:
@@ -233,10 +219,10 @@ def rollback_candidates(request: HttpRequest, name: str) -> HttpResponse:
     repository = repository_for(request.user, configured_registry(), name)
     query = RollbackQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     tag = query.cleaned_data["tag"]
     candidates = rollback.rollback_candidates(repository, tag) if tag else None
-    if tag and candidates.current is None and not TagHistory.objects.filter(repository=repository, tag=tag).exists():
+    if tag and candidates is None:
         raise Http404("No such tag")
     context = {
         "repository": repository,
@@ -260,7 +246,7 @@ def compare(request: HttpRequest, name: str) -> HttpResponse:
         return render_page(request, "dashboard/rollback/compare.html", context)
     query = CompareQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     before = resolve_reference(repository, query.cleaned_data["from"])
     after = resolve_reference(repository, query.cleaned_data["to"])
     if before is None or after is None:
@@ -284,7 +270,7 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
         return _refused(request, f"Restoring a tag needs the operator role on {repository.name}.", 403, rollback_page)
     form = RestoreForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
-        return _bad_query(request, form)
+        return bad_query(request, form)
     tag, digest, expected = (form.cleaned_data[key] for key in ("tag", "digest", "expected"))
     error, status = "", 200
     if request.method == "POST":

@@ -24,17 +24,13 @@ from dashboard.access import (
 from dashboard.forms import PAGE_SIZE, CatalogQuery, TagQuery
 from dashboard.models import Manifest, Registry, Repository, Tag, TaskProgress
 from dashboard.registries import configured_registry, public_host
-from dashboard.rendering import page_or_results, render_page
+from dashboard.rendering import bad_query, page_or_results, render_page
 
 # (id of the element htmx swaps, template of its content): the page includes the same template.
 CATALOG_RESULTS = ("catalog-results", "dashboard/_catalog_results.html")
 TAG_RESULTS = ("tag-results", "dashboard/_tag_results.html")
 # id of the progress element a refresh puts at the top of the results block while the sync runs.
 REFRESH_PROGRESS = "refresh-progress"
-
-
-def _bad_query(request: HttpRequest, query: CatalogQuery | TagQuery) -> HttpResponse:
-    return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
 
 
 def _paginate(objects, query: CatalogQuery | TagQuery) -> Page:
@@ -74,7 +70,7 @@ def _catalog_context(request: HttpRequest, registry: Registry, query: CatalogQue
 def catalog(request: HttpRequest) -> HttpResponse:
     query = CatalogQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     context = _catalog_context(request, configured_registry(), query)
     return page_or_results(request, "dashboard/catalog.html", context, CATALOG_RESULTS)
 
@@ -84,7 +80,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
 def catalog_refresh(request: HttpRequest) -> HttpResponse:
     query = CatalogQuery(_refresh_params(request))
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     result, joined = tasks.start_sync()
     return _refresh_started(request, None, result, joined)
 
@@ -111,7 +107,7 @@ def repository(request: HttpRequest, name: str) -> HttpResponse:
     repository = repository_for(request.user, registry, name)
     query = TagQuery(request.GET)
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     context = _repository_context(request, registry, repository, query)
     return page_or_results(request, "dashboard/repository.html", context, TAG_RESULTS)
 
@@ -123,7 +119,7 @@ def repository_refresh(request: HttpRequest, name: str) -> HttpResponse:
     repository = repository_for(request.user, configured_registry(), name)
     query = TagQuery(_refresh_params(request))
     if not query.is_valid():
-        return _bad_query(request, query)
+        return bad_query(request, query)
     result, joined = tasks.start_sync(repository.name)
     return _refresh_started(request, repository.name, result, joined)
 
@@ -194,13 +190,13 @@ def refreshed_results(
     if repository_name is None:
         query, (block, template) = CatalogQuery(params), CATALOG_RESULTS
         if not query.is_valid():
-            return _bad_query(request, query)
+            return bad_query(request, query)
         context = _catalog_context(request, registry, query)
     else:
         repository = repository_for(request.user, registry, repository_name)
         query, (block, template) = TagQuery(params), TAG_RESULTS
         if not query.is_valid():
-            return _bad_query(request, query)
+            return bad_query(request, query)
         context = _repository_context(request, registry, repository, query)
     response = render_page(request, template, context | state)
     return reswap(retarget(response, f"#{block}"), "innerHTML")

@@ -8,7 +8,6 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +33,7 @@ from tests.personas import make_user
 from tests.support.fault_proxy import Fault, FaultProxy, ForeignServer, sha256_digest
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer, start_registry
+from tests.support.serving import serving
 
 # Short, so faults that make the client wait (latency) keep the tests fast.
 CONNECT_TIMEOUT = 1.0
@@ -364,12 +364,8 @@ def storage_redirect(foreign: ForeignServer) -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StorageRedirect)
     server.daemon_threads = True
     server.storage, server.received = foreign.url, []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(server):
+        yield server
 
 
 def test_a_blob_redirect_to_storage_is_followed_without_our_credentials(

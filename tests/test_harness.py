@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from tests.support.images import (
     sha256_digest,
 )
 from tests.support.registry_server import RegistryServer, start_registry
+from tests.support.serving import serving
 from tests.support.token_server import TokenServer
 
 # Repository name grammar from the distribution spec.
@@ -262,13 +262,8 @@ class _EventHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def event_collector() -> Iterator[_EventCollector]:
-    collector = _EventCollector()
-    thread = threading.Thread(target=collector.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield collector
-    collector.shutdown()
-    collector.server_close()
-    thread.join()
+    with serving(_EventCollector()) as collector:
+        yield collector
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
