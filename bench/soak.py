@@ -50,6 +50,7 @@ from tests.support.deployment import (  # noqa: E402
     gunicorn,
     logged_errors,
     manage,
+    shell,
     start_manage,
     stop_process,
 )
@@ -280,7 +281,7 @@ def main() -> int:
         manage(database_url, "migrate", "--noinput", **env)
         manage(database_url, "collectstatic", "--noinput", **env)
         make_user = MAKE_USER.format(username=USERNAME, password=password)
-        token = manage(database_url, "shell", "--no-imports", "-c", make_user, **env).stdout.strip()
+        token = shell(database_url, make_user, **env).strip()
         worker = start_manage(
             database_url, "db_worker", "--no-reload", "--interval", "0.5", log=scratch / "worker.log", **env
         )
@@ -330,9 +331,7 @@ def main() -> int:
             settled = time.monotonic() - settle_started
             cached_tags = sum(len(checker.tags(repository)) for repository in repositories)
             log = server.stop()
-        audits = json.loads(
-            manage(database_url, "shell", "--no-imports", "-c", AUDIT_COUNT.format(actions=AUDITED_ACTIONS), **env).stdout
-        )
+        audits = json.loads(shell(database_url, AUDIT_COUNT.format(actions=AUDITED_ACTIONS), **env))
     finally:
         if worker is not None:
             stop_process(worker, timeout=30)
