@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest
 
-from dashboard import audit
+from dashboard import audit, sql
 from dashboard.access import is_admin
 from dashboard.actions import (
     ActionRefused,
@@ -502,8 +502,7 @@ def last_gc() -> AuditEntry | None:
 
 
 def _pending(registry_id: int):
-    """Versions deleted since the last recorded garbage collection. Two plain queries: the one
-    with the mark as a subquery took longer to build than to run, on every repository page."""
+    """Versions deleted since the last recorded garbage collection."""
     since = _gc_marks().order_by("-created_at").values_list("created_at", flat=True).first()
     return DeletedVersion.objects.filter(registry_id=registry_id, deleted_at__gt=since or NEVER)
 
@@ -534,13 +533,16 @@ def pending_gc(registry: Registry, visible: Q | None) -> PendingGC:
 
 
 def pending_gc_in(repository: Repository) -> tuple[int, int]:
-    """(versions, bytes) waiting for garbage collection in one repository."""
-    totals = (
-        _pending(repository.registry_id)
-        .filter(repository=repository.name)
-        .aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
+    """(versions, bytes) waiting for garbage collection in one repository: for the panel on
+    every repository page. One query in SQL (see dashboard.sql): through the ORM the same answer
+    took two queries and 1.8 ms to build, for 0.07 ms of database work."""
+    [(count, size)] = sql.select(
+        f"WITH mark AS (SELECT MAX(created_at) AS at FROM {sql.table(AuditEntry)} WHERE action = %s AND outcome = %s)"
+        f" SELECT COUNT(*), COALESCE(SUM(freed_bytes), 0) FROM {sql.table(DeletedVersion)} CROSS JOIN mark"
+        " WHERE registry_id = %s AND repository = %s AND (mark.at IS NULL OR deleted_at > mark.at)",
+        [GC_DONE, AuditEntry.Outcome.OK, repository.registry_id, repository.name],
     )
-    return totals["versions"], totals["bytes"] or 0
+    return count, int(size)  # PostgreSQL's SUM of bigints is a numeric
 
 
 def mark_gc_done(request: HttpRequest | None, user) -> AuditEntry:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.http import HttpRequest
 
+from dashboard import sql
 from dashboard.actions import ActionRefused, check_digest, current_digest, guarded_action
 from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
 from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
@@ -188,6 +189,17 @@ class PinRow:
     @property
     def exists(self) -> bool:
         return self.manifest is not None and self.manifest.missing_since is None
+
+
+def newest_pins(repository: Repository, limit: int) -> list[Pin]:
+    """The repository's most recent pins, for the panel on every repository page (a raw query:
+    see dashboard.sql)."""
+    return list(
+        Pin.objects.raw(
+            f"SELECT * FROM {sql.table(Pin)} WHERE repository_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+            [repository.pk, limit],
+        )
+    )
 
 
 def pin_rows(pins: Iterable[Pin]) -> list[PinRow]:
@@ -446,18 +458,17 @@ def deployment_tags(repository: Repository, limit: int = 20) -> list[str]:
     because the same query through the ORM (an Exists annotation) took longer to build than the
     database took to answer it, on every repository page.
     """
-    history = connection.ops.quote_name(TagHistory._meta.db_table)
+    history = sql.table(TagHistory)
     periods = (
         f"COUNT(*) + (SELECT COUNT(*) FROM {history} current_period WHERE current_period.repository_id = %s"
         " AND current_period.tag = ended.tag AND current_period.until IS NULL)"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT ended.tag FROM {history} ended WHERE ended.repository_id = %s AND ended.until IS NOT NULL"
-            f" GROUP BY ended.tag HAVING {periods} > 1 ORDER BY {periods} DESC, ended.tag LIMIT %s",
-            [repository.pk, repository.pk, repository.pk, limit],
-        )
-        return [tag for (tag,) in cursor.fetchall()]
+    rows = sql.select(
+        f"SELECT ended.tag FROM {history} ended WHERE ended.repository_id = %s AND ended.until IS NOT NULL"
+        f" GROUP BY ended.tag HAVING {periods} > 1 ORDER BY {periods} DESC, ended.tag LIMIT %s",
+        [repository.pk, repository.pk, repository.pk, limit],
+    )
+    return [tag for (tag,) in rows]
 
 
 @dataclass

@@ -13,10 +13,10 @@ from uuid import UUID
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.defaults import page_not_found
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.decorators.vary import vary_on_headers
+from django.views.defaults import page_not_found
 from django_htmx.http import reswap, retarget
 from django_tasks import TaskResult, TaskResultStatus
 

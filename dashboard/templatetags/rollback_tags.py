@@ -25,7 +25,7 @@ def _is_operator(context: template.Context, repository: Repository) -> bool:
 
 @register.inclusion_tag("dashboard/rollback/_repository_panel.html", takes_context=True)
 def repository_pins_panel(context: template.Context, repository: Repository) -> dict:
-    pins = list(Pin.objects.filter(repository=repository).order_by("-created_at", "-id")[: PINS_SHOWN + 1])
+    pins = rollback.newest_pins(repository, PINS_SHOWN + 1)
     return {
         "repository": repository,
         "rows": rollback.pin_rows(pins[:PINS_SHOWN]),
