@@ -232,6 +232,10 @@ def tag_rows(repository: Repository, page: QuerySet[Tag]) -> list[TagRow]:
     or repository size. The list shows a few columns of each tag and its manifest, never the
     raw bytes or config."""
     links = RowLinks.of(repository)
+    if page.query.low_mark:
+        # Past the first page, pick the page's ids from the index alone and join only those:
+        # OFFSET over the joined query read the manifest of every tag it skipped.
+        page = Tag.objects.filter(pk__in=page.values("pk")).order_by(*page.query.order_by)
     tags = [ListedTag(*values) for values in page.values_list(*_LISTED_COLUMNS)]
     rows = [
         TagRow(tag, links.tag(tag.name), links.manifest(tag.digest), links.delete(tag.name), cosign_tag(tag.name))
