@@ -147,6 +147,8 @@ def test_refresh_a_repository_on_the_task_queue_and_see_a_new_tag_without_a_relo
     page.goto(f"/repositories/{shop['other']}/?sort=name")
     tag_links = page.locator("#tag-results a.tag-link")
     expect(tag_links).to_have_text(["1"])
+    facts = page.locator("#repository-facts")
+    expect(facts).to_contain_text("1 tag")
     pusher.push_image(shop["other"], ["2"], unique="pushed-meanwhile")
     page.evaluate("window.notReloaded = true")
 
@@ -160,6 +162,10 @@ def test_refresh_a_repository_on_the_task_queue_and_see_a_new_tag_without_a_relo
 
     expect(tag_links).to_have_text(["1", "2"])
     expect(page.locator("#tag-results")).to_contain_text("Refreshed from the registry just now")
+    # The page head's counts and "synced" date come with the fresh rows (an out-of-band swap).
+    expect(facts).to_contain_text("2 tags")
+    expect(facts).to_contain_text("synced just now")
+    expect(facts).to_have_count(1)
     expect(progress).to_have_count(0)
     assert page.evaluate("window.notReloaded") is True
     expect(page).to_have_url(re.compile(rf"/repositories/{re.escape(shop['other'])}/\?sort=name$"))

@@ -320,6 +320,7 @@ def test_a_refresh_queues_one_sync_and_the_finished_poll_swaps_in_the_fresh_tabl
         assert f'href="{status_url}"' in html
         assert f"Sync of {repo_name}" in html and "waiting for a worker" in html
         assert tag_names_in(html) == ["1.0"], "the cached rows stay visible under the progress"
+        assert 'id="repository-facts"' not in html
     assert "Already queued or running" not in first.content.decode()
     assert "Already queued or running" in second.content.decode()
 
@@ -334,6 +335,10 @@ def test_a_refresh_queues_one_sync_and_the_finished_poll_swaps_in_the_fresh_tabl
     assert "HX-Target" in done["Vary"]
     assert tag_names_in(html) == ["1.0", "1.1"]
     assert "Refreshed from the registry just now" in html
+    # The page head's counts and "synced" date, swapped in place out of band.
+    facts = html[html.index('<p id="repository-facts"') :]
+    facts = facts[: facts.index("</p>")]
+    assert 'hx-swap-oob="true"' in facts and "2 tags" in facts and "just now</time>" in facts
     assert "every 1s" not in html
     # The task page itself still shows how it ended.
     assert "Done: 1 repositories, 2 tags" in client.get(status_url, headers=HTMX_ON).content.decode()
