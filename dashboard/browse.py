@@ -101,37 +101,30 @@ def platforms_of(manifest: Manifest | ListedTag) -> list[str]:
 _PLACEHOLDER = "__reference__"
 
 
-@dataclass
 class RowLinks:
-    """A repository's tag and manifest URLs, reversed once per page: reverse() for every link of
-    every row cost more than the rest of the table."""
+    """A repository's tag, manifest and delete URLs, each reversed once per page (when first
+    needed): reverse() for every link of every row cost more than the rest of the table."""
 
-    tag_pattern: str
-    manifest_pattern: str
-    delete_pattern: str
+    def __init__(self, repository: Repository) -> None:
+        self._repository_name = repository.name
+        self._patterns: dict[str, str] = {}
 
-    @classmethod
-    def of(cls, repository: Repository) -> RowLinks:
-        return cls(
-            reverse("dashboard:tag", args=[repository.name, _PLACEHOLDER]),
-            reverse("dashboard:manifest", args=[repository.name, _PLACEHOLDER]),
-            reverse("dashboard:delete-tag", args=[repository.name, _PLACEHOLDER]),
-        )
-
-    @staticmethod
-    def _fill(pattern: str, reference: str) -> str:
+    def _url(self, view: str, reference: str) -> str:
+        pattern = self._patterns.get(view)
+        if pattern is None:
+            pattern = self._patterns[view] = reverse(f"dashboard:{view}", args=[self._repository_name, _PLACEHOLDER])
         # The last occurrence: a repository name may contain the placeholder text itself.
         before, _, after = pattern.rpartition(_PLACEHOLDER)
         return f"{before}{reference}{after}"
 
     def tag(self, name: str) -> str:
-        return self._fill(self.tag_pattern, name)
+        return self._url("tag", name)
 
     def manifest(self, digest: str) -> str:
-        return self._fill(self.manifest_pattern, digest)
+        return self._url("manifest", digest)
 
     def delete(self, name: str) -> str:
-        return self._fill(self.delete_pattern, name)
+        return self._url("delete-tag", name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +224,7 @@ def tag_rows(repository: Repository, page: QuerySet[Tag]) -> list[TagRow]:
     """Rows for one page of filter_tags (a sliced queryset): three queries, whatever the page
     or repository size. The list shows a few columns of each tag and its manifest, never the
     raw bytes or config."""
-    links = RowLinks.of(repository)
+    links = RowLinks(repository)
     if page.query.low_mark:
         # Past the first page, pick the page's ids from the index alone and join only those:
         # OFFSET over the joined query read the manifest of every tag it skipped.
@@ -311,7 +304,7 @@ class ManifestDetails:
     children: list[ChildRow]
     manifest_json: str
     config_json: str
-    tags: list[str]
+    tags: list[tuple[str, str]]  # (name, url) of the first few tags on the digest
     tag_count: int
     referrers: list[Tag]
     artifacts: list[Manifest]
@@ -370,6 +363,7 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
         .values_list("name", "total")[:tags_shown]
     )
     hex_digest = manifest.digest.partition(":")[2]
+    links = RowLinks(repository)
     return ManifestDetails(
         manifest=manifest,
         parsed=parsed,
@@ -379,7 +373,7 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
         children=_children(repository, parsed),
         manifest_json=pretty_json(manifest.raw),
         config_json=pretty_json(manifest.raw_config),
-        tags=[name for name, _ in tags],
+        tags=[(name, links.tag(name)) for name, _ in tags],
         tag_count=tags[0][1] if tags else 0,
         referrers=list(
             Tag.objects.filter(repository=repository, name__startswith=f"sha256-{hex_digest}.")
@@ -422,6 +416,7 @@ def _children(repository: Repository, parsed: ParsedManifest | None) -> list[Chi
 class HistoryRow:
     period: TagHistory
     cached: bool
+    url: str  # of the digest's page
 
 
 def tag_history(repository: Repository, tag_name: str, limit: int = 50) -> list[HistoryRow]:
@@ -434,7 +429,8 @@ def tag_history(repository: Repository, tag_name: str, limit: int = 50) -> list[
             "digest", flat=True
         )
     )
-    return [HistoryRow(period, period.digest in cached) for period in periods]
+    links = RowLinks(repository)
+    return [HistoryRow(period, period.digest in cached, links.manifest(period.digest)) for period in periods]
 
 
 def pull_reference(host: str, repository: Repository, reference: str) -> str:

@@ -218,15 +218,16 @@ def pin_rows(pins: Iterable[Pin]) -> list[PinRow]:
     return [PinRow(pin, manifests.get((pin.repository_id, pin.digest)), moves.get(pin.id, [])) for pin in pins]
 
 
-def pins_moved_from(repository: Repository, tag: str) -> list[Pin]:
-    """Pins of versions `tag` pointed at when pinned and no longer points at."""
-    current = Tag.objects.filter(repository=repository, name=tag).values_list("manifest__digest", flat=True).first()
-    # JSON containment is not portable to SQLite; a repository has few pins, so filter here.
-    return [
-        pin
-        for pin in Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at")
-        if tag in pin.tags_at_pin and pin.digest != current
-    ]
+def repository_pins(repository: Repository) -> list[Pin]:
+    """All of the repository's pins, newest first: a repository has few, and the version and
+    history pages filter them in Python (JSON containment is not portable to SQLite)."""
+    return list(Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at"))
+
+
+def pins_moved_from(pins: Iterable[Pin], tag: str, current_digest: str | None) -> list[Pin]:
+    """Of `pins`, those of versions `tag` pointed at when pinned and no longer points at
+    (`current_digest`, None when the tag is gone)."""
+    return [pin for pin in pins if tag in pin.tags_at_pin and pin.digest != current_digest]
 
 
 # History ------------------------------------------------------------------------------------

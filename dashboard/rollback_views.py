@@ -208,7 +208,9 @@ def tag_history(request: HttpRequest, name: str, tag: str) -> HttpResponse:
         "periods": periods,
         "truncated": len(periods) == rollback.HISTORY_SHOWN,
         "can_restore": _is_operator(request, repository),
-        "moved_pins": rollback.pins_moved_from(repository, tag),
+        "moved_pins": rollback.pins_moved_from(
+            rollback.repository_pins(repository), tag, current.manifest.digest if current else None
+        ),
     }
     return render_page(request, "dashboard/rollback/tag_history.html", context)
 

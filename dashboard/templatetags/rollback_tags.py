@@ -10,7 +10,7 @@ from django import template
 
 from dashboard import rollback
 from dashboard.access import role_on
-from dashboard.models import Manifest, Pin, Repository, Role, Tag
+from dashboard.models import Manifest, Repository, Role, Tag
 
 register = template.Library()
 
@@ -42,14 +42,16 @@ def version_panel(
     """Pin state of the version, and for a tag: its compact history and moved-pin warnings."""
     periods = rollback.tag_periods(repository, tag.name, limit=COMPACT_PERIODS) if tag else []
     previous = next((p for p in periods if not p.current and p.exists and p.row.digest != manifest.digest), None)
+    pins = rollback.repository_pins(repository)
     return {
         "repository": repository,
         "manifest": manifest,
         "tag": tag.name if tag else "",
         "periods": periods,
         "previous": previous,
-        "pin": Pin.objects.filter(repository=repository, digest=manifest.digest).select_related("created_by").first(),
-        "moved_pins": rollback.pins_moved_from(repository, tag.name) if tag else [],
+        "pin": next((pin for pin in pins if pin.digest == manifest.digest), None),
+        # On a tag's page the version shown is the one the tag points at now.
+        "moved_pins": rollback.pins_moved_from(pins, tag.name, manifest.digest) if tag else [],
         "can_operate": _is_operator(context, repository),
         "request": context["request"],
         "csrf_token": context.get("csrf_token"),
