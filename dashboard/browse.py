@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -101,6 +102,18 @@ def platforms_of(manifest: Manifest | ListedTag) -> list[str]:
 _PLACEHOLDER = "__reference__"
 
 
+def _filled(pattern: str, reference: str) -> str:
+    # The last occurrence: a repository name may contain the placeholder text itself.
+    before, _, after = pattern.rpartition(_PLACEHOLDER)
+    return f"{before}{reference}{after}"
+
+
+def repository_links() -> Callable[[str], str]:
+    """Repository name -> URL of its page, reversed once for a whole catalog page."""
+    pattern = reverse("dashboard:repository", args=[_PLACEHOLDER])
+    return lambda name: _filled(pattern, name)
+
+
 class RowLinks:
     """A repository's tag, manifest and delete URLs, each reversed once per page (when first
     needed): reverse() for every link of every row cost more than the rest of the table."""
@@ -113,9 +126,7 @@ class RowLinks:
         pattern = self._patterns.get(view)
         if pattern is None:
             pattern = self._patterns[view] = reverse(f"dashboard:{view}", args=[self._repository_name, _PLACEHOLDER])
-        # The last occurrence: a repository name may contain the placeholder text itself.
-        before, _, after = pattern.rpartition(_PLACEHOLDER)
-        return f"{before}{reference}{after}"
+        return _filled(pattern, reference)
 
     def tag(self, name: str) -> str:
         return self._url("tag", name)

@@ -84,6 +84,31 @@ def test_catalog_lists_synced_repositories_with_their_numbers(admin_client, cach
     assert "HX-Request" in response["Vary"]
 
 
+def test_catalog_marks_a_repository_whose_last_sync_failed_and_one_without_tags(
+    admin_client, cache, pusher, registry, make_repo_name
+):
+    failing, emptied = make_repo_name("rows/"), make_repo_name("rows/")
+    pusher.push_image(failing, ["1"])
+    image = pusher.push_image(emptied, ["1"])
+    pusher.session.delete(f"{registry.url}/v2/{emptied}/manifests/{image.digest}").raise_for_status()
+    for name in (failing, emptied):
+        sync(cache, name)
+    Repository.objects.filter(name=failing).update(last_sync_error='<b>"500"</b> from the registry & proxy')
+
+    html = admin_client.get(reverse("dashboard:catalog"), {"q": "rows/"}).content.decode()
+
+    def row(name: str) -> str:
+        return html[html.index(f'href="/repositories/{name}/"') :].split("</tr>")[0]
+
+    assert (
+        '<span class="badge badge-warning" title="&lt;b&gt;&quot;500&quot;&lt;/b&gt; from the registry &amp; proxy">'
+        "stale</span>" in row(failing)
+    )
+    assert "stale" not in row(emptied)
+    assert '<td class="num"><span class="muted">none</span></td>' in row(emptied)
+    assert '<td class="num">1</td>' in row(failing)
+
+
 def test_catalog_search_answers_the_results_block_to_htmx(admin_client, cache, pusher, make_repo_name):
     wanted, other = make_repo_name("find-me/"), make_repo_name("hide-me/")
     for name in (wanted, other):
