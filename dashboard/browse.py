@@ -386,8 +386,10 @@ def describe_manifest(repository: Repository, manifest: Manifest, *, tags_shown:
         config_json=pretty_json(manifest.raw_config),
         tags=[(name, links.tag(name)) for name, _ in tags],
         tag_count=tags[0][1] if tags else 0,
+        # cosign's tags for this digest, by name: an index lookup, where a prefix search read
+        # every tag of the repository.
         referrers=list(
-            Tag.objects.filter(repository=repository, name__startswith=f"sha256-{hex_digest}.")
+            Tag.objects.filter(repository=repository, name__in=[f"sha256-{hex_digest}.{kind}" for kind in COSIGN_KINDS])
             .select_related("manifest")
             .only("name", "manifest__digest", "manifest__artifact_type")
             .order_by("name")
