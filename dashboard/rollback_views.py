@@ -31,6 +31,7 @@ from dashboard.access import (
     visible_repositories,
 )
 from dashboard.actions import ActionRefused
+from dashboard.browse import RowLinks
 from dashboard.compare import compare_manifests, resolve_reference
 from dashboard.forms import QueryForm
 from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Role, Tag
@@ -201,11 +202,14 @@ def tag_history(request: HttpRequest, name: str, tag: str) -> HttpResponse:
     current = Tag.objects.filter(repository=repository, name=tag).select_related("manifest").first()
     if not periods and current is None:
         raise Http404("No such tag")
+    links = RowLinks(repository)
     context = {
         "repository": repository,
         "tag": tag,
         "current": current,
         "periods": periods,
+        # With the digest pages' URLs, filled in from one reversed pattern for all the rows.
+        "rows": [(period, links.manifest(period.row.digest)) for period in periods],
         "truncated": len(periods) == rollback.HISTORY_SHOWN,
         "can_restore": _is_operator(request, repository),
         "moved_pins": rollback.pins_moved_from(
