@@ -219,8 +219,8 @@ def pin_rows(pins: Iterable[Pin]) -> list[PinRow]:
 
 
 def repository_pins(repository: Repository) -> list[Pin]:
-    """All of the repository's pins, newest first: a repository has few, and the version and
-    history pages filter them in Python (JSON containment is not portable to SQLite)."""
+    """All of the repository's pins, newest first: a repository has few, and the version, history
+    and rollback pages pick from them in Python (JSON containment is not portable to SQLite)."""
     return list(Pin.objects.filter(repository=repository).select_related("created_by").order_by("-created_at"))
 
 
@@ -430,7 +430,7 @@ def rollback_candidates(repository: Repository, tag: str) -> Candidates | None:
         .annotate(since=Max("since"), left=Max("until"))
         .values_list("digest", "since", "left")
     }
-    pins = {pin.digest: pin for pin in Pin.objects.filter(repository=repository).select_related("created_by")}
+    pins = {pin.digest: pin for pin in repository_pins(repository)}
     digests = (pointed.keys() | pins.keys()) - {current.manifest.digest if current else None}
     manifests = list(
         Manifest.objects.filter(repository=repository, digest__in=digests, missing_since__isnull=True).only(
