@@ -493,6 +493,7 @@ def estimate_freed(repository: Repository, digests: list[str]) -> int:
 
 
 def _gc_marks():
+    # pending_gc_in states the same filter in SQL: change both together.
     return AuditEntry.objects.filter(action=GC_DONE, outcome=AuditEntry.Outcome.OK)
 
 
