@@ -5,7 +5,10 @@
 # compose.yaml runs both, with PostgreSQL and a registry.
 FROM python:3.12-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# DEBUG off unless a run says otherwise: the image then refuses to start without a real
+# SECRET_KEY, serves hashed static files, and never shows debug pages.
+ENV DEBUG=false \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -25,7 +28,7 @@ COPY templates ./templates
 COPY static ./static
 COPY deploy/gunicorn.conf.py ./deploy/gunicorn.conf.py
 RUN pip install --no-deps -e . \
-    && DEBUG=false SECRET_KEY=collectstatic-only-not-used-at-run-time python manage.py collectstatic --noinput \
+    && SECRET_KEY=collectstatic-only-not-used-at-run-time python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --no-create-home registry-browser
 
 USER registry-browser

@@ -132,8 +132,9 @@ def main() -> None:
     env = production_env(registry.url, args.repos, args.tags)
     worker, log = None, ""
     try:
-        manage(database_url, "migrate", "--noinput", **env)
+        # collectstatic first: with DEBUG off, migrate's system checks refuse a missing manifest.
         manage(database_url, "collectstatic", "--noinput", **env)
+        manage(database_url, "migrate", "--noinput", **env)
         started = time.perf_counter()
         first = manage(database_url, "sync_registry", timeout=1800, **env)
         print(f"initial sync: {first.stdout.strip()} ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -1,6 +1,7 @@
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core import checks
 
 
@@ -34,3 +35,22 @@ def check_registry_url(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register()
+def check_static_manifest(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """With DEBUG off, WhiteNoise's manifest storage resolves every {% static %} through the
+    manifest collectstatic writes: without it, every page is a 500 that names no cause."""
+    if settings.DEBUG or not isinstance(staticfiles_storage, ManifestFilesMixin):
+        return []
+    if staticfiles_storage.exists(staticfiles_storage.manifest_name):
+        return []
+    return [
+        checks.Error(
+            f"The static files manifest {staticfiles_storage.path(staticfiles_storage.manifest_name)} is missing: "
+            "with DEBUG off every page would fail with 'Missing staticfiles manifest entry'.",
+            hint="Run `python manage.py collectstatic --noinput` (once per release), or set STATIC_ROOT to "
+            "where it wrote its files.",
+            id="dashboard.E002",
+        )
+    ]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.deployment import manage
 from tests.support.images import ImagePusher, TokenAuth
 from tests.support.registry_server import RegistryServer, start_registry
 from tests.support.token_server import TokenServer, start_token_server
@@ -108,6 +109,16 @@ def token_pusher(registry_token: RegistryServer, admin_credentials: tuple[str, s
     """Pushes as admin. Its token requests show up in token_server.requests: call
     token_server.reset_counts() after pushing if a test counts the client's requests."""
     return ImagePusher(registry_token.url, TokenAuth(*admin_credentials))
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A STATIC_ROOT holding what the image's collectstatic step writes, for dashboard
+    processes running with DEBUG off (their system check refuses a missing manifest)."""
+    root = tmp_path_factory.mktemp("static-root")
+    database_url = f"sqlite:///{root / 'unused.sqlite3'}"
+    manage(database_url, "collectstatic", "--noinput", DEBUG="false", SECRET_KEY="collectstatic-" + "x" * 40, STATIC_ROOT=str(root))
+    return str(root)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 import pytest
+from django.core import checks
+from django.core.management import call_command
 
-from dashboard.checks import check_registry_url
+from dashboard.checks import check_registry_url, check_static_manifest
 
 
 @pytest.mark.parametrize(
@@ -18,3 +20,28 @@ def test_registry_url_check(settings, url, expected_ids):
     settings.REGISTRY_URL = url
 
     assert [message.id for message in check_registry_url(None)] == expected_ids
+
+
+MANIFEST_STORAGE = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+
+
+def test_with_debug_off_a_missing_static_manifest_is_an_error_naming_collectstatic(settings, tmp_path):
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": MANIFEST_STORAGE}
+
+    [error] = check_static_manifest(None)
+    assert error.id == "dashboard.E002"
+    assert error.level == checks.ERROR
+    assert str(tmp_path / "staticfiles.json") in error.msg
+    assert "manage.py collectstatic" in error.hint
+
+    call_command("collectstatic", "--noinput", verbosity=0)
+    assert check_static_manifest(None) == []
+
+
+def test_with_debug_on_static_files_need_no_manifest(settings, tmp_path):
+    settings.DEBUG = True
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": MANIFEST_STORAGE}
+    assert check_static_manifest(None) == []

@@ -52,8 +52,9 @@ def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path):
-    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION_ENV, SECRET_KEY=secrets.token_urlsafe(50))
+def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path, static_root):
+    env = PRODUCTION_ENV | {"SECRET_KEY": secrets.token_urlsafe(50), "STATIC_ROOT": static_root}
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -102,6 +103,17 @@ def test_account_pages_need_nothing_the_csp_blocks(client, url_name):
     assert csp_violations(html) == []
     # htmx 2 would inject an inline <style> for its indicators without this.
     assert '"includeIndicatorStyles": false' in html
+
+
+@pytest.mark.django_db
+def test_the_sign_in_page_says_when_secure_cookies_cannot_work_over_plain_http(client, settings):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    notice = "Sign-in needs HTTPS here, or set SECURE_COOKIES=false for a plain-http internal deployment"
+
+    assert notice in client.get(LOGIN).content.decode()
+    assert notice not in client.get(LOGIN, secure=True).content.decode()
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    assert notice not in client.get(LOGIN).content.decode()
 
 
 def test_the_csp_scanner_finds_what_the_policy_blocks():
