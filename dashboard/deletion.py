@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest
 
-from dashboard import audit, sql
+from dashboard import audit, sql, storage
 from dashboard.access import is_admin
 from dashboard.actions import (
     ActionRefused,
@@ -450,46 +450,12 @@ def bulk_delete(
 # Storage ------------------------------------------------------------------------------------
 
 
-def blob_sizes(manifest: Manifest) -> dict[str, int]:
-    """digest -> size of the blobs the registry stores for one manifest: its own bytes, and for
-    an image its config and layers (an index's platform images are manifests of their own)."""
-    sizes = {manifest.digest: len(manifest.raw)}
-    if manifest.config_digest:
-        sizes[manifest.config_digest] = manifest.config_size
-    sizes.update((layer["digest"], layer.get("size") or 0) for layer in manifest.layers if "digest" in layer)
-    return sizes
-
-
-def blobs_in_use(registry: Registry, excluding: set[tuple[int, str]]) -> set[str]:
-    """Blob digests referenced by the registry's cached manifests, except the (repository id,
-    digest) pairs in `excluding`. Garbage collection keeps a blob any repository still uses."""
-    used: set[str] = set()
-    rows = Manifest.objects.filter(repository__registry=registry, missing_since__isnull=True).values_list(
-        "repository_id", "digest", "config_digest", "layers"
-    )
-    for repository_id, digest, config_digest, layers in rows.iterator(chunk_size=2000):
-        if (repository_id, digest) in excluding:
-            continue
-        used.add(digest)
-        if config_digest:
-            used.add(config_digest)
-        used.update(layer["digest"] for layer in layers if "digest" in layer)
-    return used
-
-
-def freed_blobs(removed: Iterable[Manifest], used: set[str]) -> dict[str, int]:
-    """digest -> size of the blobs of `removed` that no manifest in `used` needs."""
-    freed: dict[str, int] = {}
-    for manifest in removed:
-        freed.update((digest, size) for digest, size in blob_sizes(manifest).items() if digest not in used)
-    return freed
-
-
 def estimate_freed(repository: Repository, digests: list[str]) -> int:
-    """Bytes garbage collection frees once these manifests of `repository` are deleted."""
-    removed = list(Manifest.objects.filter(repository=repository, digest__in=digests))
-    used = blobs_in_use(repository.registry, {(repository.pk, digest) for digest in digests})
-    return sum(freed_blobs(removed, used).values())
+    """Bytes garbage collection frees once these manifests of `repository` are deleted: their
+    blobs no other manifest in the registry uses (the figures of /storage/ count the same way)."""
+    ids = Manifest.objects.filter(repository=repository, digest__in=digests).values_list("id", flat=True)
+    freed = storage.freed_blobs(repository.registry, list(ids))
+    return sum({digest: size for blobs in freed.values() for digest, size in blobs.items()}.values())
 
 
 def _gc_marks():

@@ -1,4 +1,5 @@
-"""Pages for deleting: one tag, a whole version, many tags; retention policies; storage.
+"""Pages for deleting: one tag, a whole version, many tags; retention policies; recording that
+garbage collection ran (the storage page itself is in `storage_views`).
 
 Views validate input, call one function of `deletion` or `retention`, and render; refusals
 come back with the refusal's status and message. Every mutating URL is POST-only, except the
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from django.views.decorators.vary import vary_on_headers
 
 from dashboard import audit, deletion, retention
-from dashboard.access import is_admin, repository_for, signed_in, visible_names
+from dashboard.access import is_admin, repository_for, signed_in
 from dashboard.actions import ActionRefused, require_role
 from dashboard.models import Manifest, Registry, Repository, RetentionPolicy, Role, Tag
 from dashboard.registries import configured_registry
@@ -368,19 +369,6 @@ def retention_apply(request: HttpRequest) -> HttpResponse:
 
 
 # Storage ------------------------------------------------------------------------------------
-
-
-@require_safe
-@signed_in
-def storage(request: HttpRequest) -> HttpResponse:
-    registry = configured_registry()
-    context = {
-        "registry": registry,
-        "pending": deletion.pending_gc(registry, visible_names(request.user, "repository")),
-        "can_mark": is_admin(request.user),
-        "gc_command": deletion.GC_COMMAND,
-    }
-    return render(request, "dashboard/delete/storage.html", context)
 
 
 @require_POST

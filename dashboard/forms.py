@@ -13,6 +13,8 @@ CATALOG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
     "pushed": (F("last_pushed_at").desc(nulls_last=True), "name"),
     "size": ("-total_size", "name"),
     "tags": ("-tag_count", "name"),
+    # Not a column: the catalog view orders by storage.ids_by_exclusive instead.
+    "exclusive": ("name",),
 }
 TAG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
     "created": (F("created").desc(nulls_last=True), "-id"),
@@ -29,14 +31,18 @@ class QueryForm(forms.Form):
         return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
 
 
-class _ListQuery(QueryForm):
-    q = forms.CharField(required=False, max_length=255, label="Search")
-    page = forms.IntegerField(required=False, min_value=1)
-    orderings: dict[str, tuple[str | OrderBy, ...]] = {}
+class _SortedQuery(QueryForm):
+    """A query with a `sort` choice field."""
 
     @property
     def current_sort(self) -> str:
         return self.cleaned_data.get("sort") or self.fields["sort"].initial
+
+
+class _ListQuery(_SortedQuery):
+    q = forms.CharField(required=False, max_length=255, label="Search")
+    page = forms.IntegerField(required=False, min_value=1)
+    orderings: dict[str, tuple[str | OrderBy, ...]] = {}
 
     def ordering(self) -> tuple[str | OrderBy, ...]:
         return self.orderings[self.current_sort]
@@ -47,7 +53,13 @@ class CatalogQuery(_ListQuery):
     sort = forms.ChoiceField(
         required=False,
         initial="name",
-        choices=[("name", "Name"), ("pushed", "Last pushed"), ("size", "Size"), ("tags", "Tag count")],
+        choices=[
+            ("name", "Name"),
+            ("pushed", "Last pushed"),
+            ("size", "Size"),
+            ("exclusive", "Exclusive size"),
+            ("tags", "Tag count"),
+        ],
     )
     orderings = CATALOG_ORDERINGS
 
@@ -59,3 +71,32 @@ class TagQuery(_ListQuery):
         choices=[("created", "Newest"), ("version", "Version"), ("name", "Name")],
     )
     orderings = TAG_ORDERINGS
+
+
+# The storage table sorts in memory (one row per visible repository, all on one page).
+STORAGE_ORDERINGS = {
+    "exclusive": lambda usage: (-usage.exclusive, usage.name),
+    "referenced": lambda usage: (-usage.referenced, usage.name),
+    "shared": lambda usage: (-usage.shared, usage.name),
+    "tags": lambda usage: (-usage.tags, usage.name),
+    "untagged": lambda usage: (-usage.untagged, usage.name),
+    "name": lambda usage: usage.name,
+}
+
+
+class StorageQuery(_SortedQuery):
+    sort = forms.ChoiceField(
+        required=False,
+        initial="exclusive",
+        choices=[
+            ("exclusive", "Exclusive"),
+            ("referenced", "Referenced"),
+            ("shared", "Shared"),
+            ("tags", "Tags"),
+            ("untagged", "Untagged only"),
+            ("name", "Name"),
+        ],
+    )
+
+    def sort_key(self):
+        return STORAGE_ORDERINGS[self.current_sort]

@@ -127,6 +127,29 @@ class Manifest(models.Model):
         return f"{self.repository.name}@{self.digest}"
 
 
+class ManifestBlob(models.Model):
+    """One blob a cached manifest needs the registry to store: the manifest's own bytes, its
+    config, a layer, or (for an index) a platform manifest. Storage figures are SQL aggregates
+    over these rows, counting each blob digest once; `dashboard.storage` has them."""
+
+    class Kind(models.TextChoices):
+        MANIFEST = "manifest", "manifest"
+        CONFIG = "config", "config"
+        LAYER = "layer", "layer"
+        CHILD = "child", "platform manifest"
+
+    manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="blobs")
+    digest = models.CharField(max_length=100, db_index=True)
+    size = models.BigIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["manifest", "digest"], name="unique_manifest_blob")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.digest}"
+
+
 class Tag(models.Model):
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="tags")
     name = models.CharField(max_length=128)
@@ -407,6 +430,31 @@ class DeletedVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repository}@{self.digest}"
+
+
+class StorageSample(models.Model):
+    """Bytes stored on one day by the registry, one namespace or one repository (the growth
+    chart). `python manage.py storage_snapshot` takes a day's samples; 400 days are kept."""
+
+    class Scope(models.TextChoices):
+        REGISTRY = "registry", "registry"
+        NAMESPACE = "namespace", "namespace"
+        REPOSITORY = "repository", "repository"
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="storage_samples")
+    day = models.DateField()
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    name = models.CharField(max_length=255, blank=True, help_text="The namespace or repository; blank for the registry.")
+    bytes = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "day", "scope", "name"], name="one_sample_per_day")
+        ]
+        indexes = [models.Index(fields=["registry", "scope", "name", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.scope} {self.name}: {self.bytes}"
 
 
 class AuditEntryQuerySet(models.QuerySet):

@@ -30,13 +30,12 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from dashboard import storage
 from dashboard.access import role_on, visible_repositories
 from dashboard.actions import ActionRefused
 from dashboard.deletion import (
     Outcome,
-    blobs_in_use,
     delete_version,
-    freed_blobs,
     index_children,
     outcome_of,
     pin_summary,
@@ -306,7 +305,7 @@ def plan(
 def _estimate(registry: Registry, result: Plan) -> None:
     """Fill in the bytes garbage collection would free after the plan, per deleted version:
     blobs of the version and its platform images that no remaining manifest in the registry
-    uses. A blob two deleted versions share counts once, for the first."""
+    uses (see storage.freed_blobs). A blob two deleted versions share counts once, for the first."""
     removed_keys = {
         (repository.repository.pk, digest)
         for repository in result.repositories
@@ -317,19 +316,20 @@ def _estimate(registry: Registry, result: Plan) -> None:
     }
     if not removed_keys:
         return
-    manifests = {
-        (manifest.repository_id, manifest.digest): manifest
-        for manifest in Manifest.objects.filter(
+    ids = {
+        (repository_id, digest): manifest_id
+        for manifest_id, repository_id, digest in Manifest.objects.filter(
             repository_id__in={pk for pk, _ in removed_keys}, digest__in={digest for _, digest in removed_keys}
-        ).only("repository_id", "digest", "raw", "config_digest", "config_size", "layers")
+        ).values_list("id", "repository_id", "digest")
+        if (repository_id, digest) in removed_keys
     }
-    used = blobs_in_use(registry, removed_keys)
+    freed_by = storage.freed_blobs(registry, ids.values())
     counted: set[str] = set()
     for repository in result.repositories:
         pk = repository.repository.pk
         for digest in repository.versions:
             keys = [(pk, digest), *((pk, child) for child in repository.children.get(digest, []))]
-            freed = freed_blobs([manifests[key] for key in keys if key in manifests], used)
+            freed = {blob: size for key in keys if key in ids for blob, size in freed_by.get(ids[key], {}).items()}
             repository.freed[digest] = sum(size for blob, size in freed.items() if blob not in counted)
             counted |= freed.keys()
         repository.reclaimable_bytes = sum(repository.freed.values())

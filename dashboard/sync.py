@@ -32,7 +32,8 @@ from django.db.models import Count, F, Max, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
+from dashboard import storage
+from dashboard.models import Manifest, ManifestBlob, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import (
     FetchedManifest,
     ImageConfig,
@@ -528,12 +529,21 @@ def _create_manifests(
             contents[digest] = content
             next_wanted.update(content.child_digests)
         wanted = next_wanted - contents.keys() - cached.keys()
-    for digest, content in contents.items():
-        if content.fields["kind"] == Manifest.Kind.INDEX and digest in readout.fetched:
-            _complete_index(content, contents, cached)
+    fetched_indexes = [
+        content
+        for digest, content in contents.items()
+        if content.fields["kind"] == Manifest.Kind.INDEX and digest in readout.fetched
+    ]
+    if fetched_indexes:
+        child_blobs = _cached_child_blobs(fetched_indexes, cached)
+        for content in fetched_indexes:
+            _complete_index(content, contents, cached, child_blobs)
     rows = Manifest.objects.bulk_create(
         Manifest(repository=repository, digest=digest, first_seen_at=now, **content.fields)
         for digest, content in contents.items()
+    )
+    ManifestBlob.objects.bulk_create(
+        blob for row in rows for blob in storage.blob_rows(row.id, row.digest, contents[row.digest].fields)
     )
     for row in rows:
         cached[row.digest] = _Cached(row.id, row.children, row.size, row.created, row.missing_since)
@@ -566,22 +576,34 @@ def _copies_from_other_repositories(repository: Repository, digests: set[str]) -
     return copies
 
 
-def _complete_index(content: Content, contents: dict[str, Content], cached: dict[str, _Cached]) -> None:
-    """An index's size and date come from its children: the sum of their sizes plus its own
-    bytes, and the newest child's `created`."""
-    size = len(content.fields["raw"])
+def _cached_child_blobs(indexes: list[Content], cached: dict[str, _Cached]) -> dict[str, dict[str, int]]:
+    """child digest -> its blobs (digest -> size), for the children of `indexes` already cached."""
+    ids = {cached[digest].id: digest for content in indexes for digest in content.child_digests if digest in cached}
+    blobs: dict[str, dict[str, int]] = {}
+    rows = ManifestBlob.objects.filter(manifest_id__in=list(ids)).values_list("manifest_id", "digest", "size")
+    for manifest_id, digest, size in rows:
+        blobs.setdefault(ids[manifest_id], {})[digest] = size
+    return blobs
+
+
+def _complete_index(
+    content: Content, contents: dict[str, Content], cached: dict[str, _Cached], child_blobs: dict[str, dict[str, int]]
+) -> None:
+    """An index's size and date come from its children: its own bytes plus every blob of its
+    platform images counted once (they often share layers), and the newest child's `created`."""
+    blobs: dict[str, int] = {}
     dates = []
     for child in content.fields["children"]:
         digest = child["digest"]
         if digest in contents:
-            size += contents[digest].fields["size"]
+            blobs.update((blob, size) for blob, (size, _) in storage.blobs_of(digest, contents[digest].fields).items())
             dates.append(contents[digest].fields["created"])
         elif digest in cached:
-            size += cached[digest].size
+            blobs.update(child_blobs.get(digest, {}))
             dates.append(cached[digest].created)
         else:
-            size += child["size"]  # missing from the registry: its manifest size is all we know
-    content.fields["size"] = size
+            blobs[digest] = child["size"]  # missing from the registry: its manifest size is all we know
+    content.fields["size"] = len(content.fields["raw"]) + sum(blobs.values())
     content.fields["created"] = max((d for d in dates if d), default=content.fields["created"])
 
 

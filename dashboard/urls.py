@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import api, audit_views, deletion_views, rollback_views, task_views, views, webhooks
+from dashboard import api, audit_views, deletion_views, rollback_views, storage_views, task_views, views, webhooks
 
 app_name = "dashboard"
 
@@ -36,7 +36,7 @@ urlpatterns = [
     path("retention/<int:pk>/edit/", deletion_views.retention_policy_edit, name="retention-edit"),
     path("retention/preview/", deletion_views.retention_preview, name="retention-preview"),
     path("retention/apply/", deletion_views.retention_apply, name="retention-apply"),
-    path("storage/", deletion_views.storage, name="storage"),
+    path("storage/", storage_views.storage_page, name="storage"),
     path("storage/gc-done/", deletion_views.storage_gc_done, name="storage-gc-done"),
     path("account/api-tokens/", rollback_views.api_tokens, name="api-tokens"),
     path("account/api-tokens/<int:pk>/revoke/", rollback_views.api_token_revoke, name="api-token-revoke"),

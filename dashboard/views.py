@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import reswap, retarget
 from django_tasks import TaskResult
 
-from dashboard import browse, tasks
+from dashboard import browse, storage, tasks
 from dashboard.access import (
     login_or_public_read,
     repository_for,
@@ -55,7 +55,14 @@ def _refresh_params(request: HttpRequest) -> QueryDict:
 
 def _catalog_context(request: HttpRequest, registry: Registry, query: CatalogQuery) -> dict:
     visible = visible_repositories(request.user, registry)
-    page = _paginate(browse.filter_repositories(visible, query), query)
+    repositories = browse.filter_repositories(visible, query)
+    if query.current_sort == "exclusive":
+        # Exclusive bytes are an aggregate over every repository's blobs, not a column.
+        page = _paginate(storage.ids_by_exclusive(registry, repositories), query)
+        rows = Repository.objects.in_bulk(page.object_list)
+        page.object_list = [rows[pk] for pk in page.object_list]
+    else:
+        page = _paginate(repositories, query)
     return {
         "registry": registry,
         "public_host": public_host(registry),

@@ -1,0 +1,251 @@
+"""Where the bytes are: storage figures as SQL aggregates over `ManifestBlob` rows.
+
+The registry stores each blob once however many manifests and repositories use it, so every
+figure counts a blob digest once. Only manifests the registry still has count (a row marked
+`missing_since` holds nothing). A repository's blobs are those of all its cached manifests:
+tagged ones, the platform images of tagged indexes, and the untagged versions the cache keeps
+(pins and recent previous digests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import EmptyResultSet
+from django.db.models import QuerySet
+
+from dashboard import sql
+from dashboard.access import AnyUser, visible_names, visible_repositories
+from dashboard.models import Manifest, ManifestBlob, Registry, Repository, Tag
+
+Kind = ManifestBlob.Kind
+
+
+def blobs_of(digest: str, fields: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """blob digest -> (size, kind) of what one manifest needs stored, from its Manifest field
+    values: its own bytes, its config and layers, an index's platform manifests. A digest
+    listed twice (a layer repeated) is one blob."""
+    blobs = {digest: (len(fields["raw"]), Kind.MANIFEST)}
+    if fields["config_digest"]:
+        blobs.setdefault(fields["config_digest"], (fields["config_size"], Kind.CONFIG))
+    for layer in fields["layers"]:
+        if "digest" in layer:
+            blobs.setdefault(layer["digest"], (layer.get("size") or 0, Kind.LAYER))
+    for child in fields["children"]:
+        blobs.setdefault(child["digest"], (child.get("size") or 0, Kind.CHILD))
+    return blobs
+
+
+def blob_rows(manifest_id: int, digest: str, fields: Mapping[str, Any], model=ManifestBlob) -> list[ManifestBlob]:
+    """Unsaved ManifestBlob rows of one manifest (`model`: the historical model in a migration)."""
+    return [
+        model(manifest_id=manifest_id, digest=blob, size=size, kind=kind)
+        for blob, (size, kind) in blobs_of(digest, fields).items()
+    ]
+
+
+# Aggregates ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """Bytes of one repository or namespace; `exclusive`: blobs nothing outside it uses,
+    `untagged`: blobs only its untagged versions use."""
+
+    name: str
+    referenced: int = 0
+    exclusive: int = 0
+    untagged: int = 0
+    tags: int = 0
+
+    @property
+    def shared(self) -> int:
+        return self.referenced - self.exclusive
+
+
+@dataclass
+class SharedBlob:
+    digest: str
+    size: int
+    repositories: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Overview:
+    """What /storage/ and the API show: only repositories `visible` lets through count, in the
+    total too. `complete`: the user sees every repository, so the total is the registry's."""
+
+    total: int
+    repositories: list[Usage]
+    namespaces: list[Usage]
+    shared_blobs: list[SharedBlob]
+    complete: bool
+
+
+SHARED_BLOBS_SHOWN = 20
+
+
+def _uses(registry_id: int) -> tuple[str, list]:
+    """CTEs `tagged` (manifests a tag reaches, directly or as a tagged index's platform image)
+    and `uses` (repository_id, digest, size, tagged: one row per blob a repository's
+    present manifests use) and `spread` (digest -> how many repositories use it)."""
+    blob, manifest, tag, repository = (sql.table(model) for model in (ManifestBlob, Manifest, Tag, Repository))
+    text = (
+        f"WITH tagged AS ("
+        f" SELECT t.manifest_id AS id FROM {tag} t JOIN {repository} r ON r.id = t.repository_id WHERE r.registry_id = %s"
+        f" UNION SELECT c.id FROM {tag} t JOIN {blob} b ON b.manifest_id = t.manifest_id AND b.kind = %s"
+        f" JOIN {manifest} c ON c.repository_id = t.repository_id AND c.digest = b.digest"
+        f" JOIN {repository} r ON r.id = t.repository_id WHERE r.registry_id = %s"
+        f"), uses AS ("
+        f" SELECT m.repository_id AS repository_id, b.digest AS digest, MAX(b.size) AS size,"
+        f" MAX(CASE WHEN tagged.id IS NULL THEN 0 ELSE 1 END) AS tagged"
+        f" FROM {blob} b JOIN {manifest} m ON m.id = b.manifest_id JOIN {repository} r ON r.id = m.repository_id"
+        f" LEFT JOIN tagged ON tagged.id = m.id"
+        f" WHERE r.registry_id = %s AND m.missing_since IS NULL GROUP BY m.repository_id, b.digest"
+        f"), spread AS (SELECT digest, COUNT(*) AS repositories FROM uses GROUP BY digest)"
+    )
+    return text, [registry_id, Kind.CHILD, registry_id, registry_id]
+
+
+def _visible(user: AnyUser, registry: Registry) -> tuple[str, list]:
+    """SQL selecting the ids of the repositories the user may see, and its parameters."""
+    try:
+        query, params = visible_repositories(user, registry).values("id").query.sql_with_params()
+    except EmptyResultSet:  # the user may see no repository at all
+        return f"SELECT id FROM {sql.table(Repository)} WHERE 1 = 0", []
+    return query, list(params)
+
+
+def overview(user: AnyUser, registry: Registry) -> Overview:
+    """Every storage figure of the registry the user may see, in four queries."""
+    uses, uses_params = _uses(registry.pk)
+    visible, visible_params = _visible(user, registry)
+    repository = sql.table(Repository)
+    rows = _repository_rows(registry, visible, visible_params)
+    repositories = []
+    tags_in: dict[str, int] = {}
+    for _, name, namespace, tags, referenced, exclusive, untagged in rows:
+        repositories.append(Usage(name, int(referenced), int(exclusive), int(untagged), tags))
+        tags_in[namespace] = tags_in.get(namespace, 0) + tags
+    namespace_rows = sql.select(
+        f"{uses}, in_namespace AS (SELECT DISTINCT r.namespace, u.digest FROM uses u"
+        f" JOIN {repository} r ON r.id = u.repository_id),"
+        " namespace_spread AS (SELECT digest, COUNT(*) AS namespaces FROM in_namespace GROUP BY digest),"
+        " namespace_uses AS (SELECT r.namespace, u.digest, MAX(u.size) AS size, MAX(u.tagged) AS tagged FROM uses u"
+        f" JOIN {repository} r ON r.id = u.repository_id WHERE u.repository_id IN ({visible})"
+        " GROUP BY r.namespace, u.digest)"
+        " SELECT n.namespace, SUM(n.size), SUM(CASE WHEN s.namespaces = 1 THEN n.size ELSE 0 END),"
+        " SUM(CASE WHEN n.tagged = 0 THEN n.size ELSE 0 END)"
+        " FROM namespace_uses n JOIN namespace_spread s ON s.digest = n.digest GROUP BY n.namespace",
+        uses_params + visible_params,
+    )
+    namespaces = {name: Usage(name, tags=tags) for name, tags in tags_in.items()}
+    for name, referenced, exclusive, untagged in namespace_rows:
+        namespaces[name] = Usage(name, int(referenced), int(exclusive), int(untagged), tags_in.get(name, 0))
+    [(total,)] = sql.select(
+        f"{uses} SELECT COALESCE(SUM(size), 0) FROM (SELECT digest, MAX(size) AS size FROM uses"
+        f" WHERE repository_id IN ({visible}) GROUP BY digest) blobs",
+        uses_params + visible_params,
+    )
+    return Overview(
+        total=int(total),
+        repositories=sorted(repositories, key=lambda usage: (-usage.exclusive, usage.name)),
+        namespaces=sorted(namespaces.values(), key=lambda usage: (-usage.exclusive, usage.name)),
+        shared_blobs=_shared_blobs(uses, uses_params, visible, visible_params),
+        complete=visible_names(user, "name") is None,
+    )
+
+
+def _repository_rows(registry: Registry, ids: str, ids_params: list, order: str = "") -> list[tuple]:
+    """(id, name, namespace, tag_count, referenced, exclusive, untagged) of the repositories
+    whose ids the SQL `ids` selects."""
+    uses, uses_params = _uses(registry.pk)
+    return sql.select(
+        f"{uses} SELECT r.id, r.name, r.namespace, r.tag_count, COALESCE(SUM(u.size), 0) AS referenced,"
+        " COALESCE(SUM(CASE WHEN s.repositories = 1 THEN u.size ELSE 0 END), 0) AS exclusive,"
+        " COALESCE(SUM(CASE WHEN u.tagged = 0 THEN u.size ELSE 0 END), 0) AS untagged"
+        f" FROM {sql.table(Repository)} r LEFT JOIN uses u ON u.repository_id = r.id"
+        f" LEFT JOIN spread s ON s.digest = u.digest WHERE r.id IN ({ids})"
+        f" GROUP BY r.id, r.name, r.namespace, r.tag_count {order}",
+        uses_params + ids_params,
+    )
+
+
+def ids_by_exclusive(registry: Registry, repositories: QuerySet[Repository]) -> list[int]:
+    """Ids of `repositories`, most exclusive bytes first (the catalog's sort)."""
+    try:
+        ids, params = repositories.order_by().values("id").query.sql_with_params()
+    except EmptyResultSet:
+        return []
+    rows = _repository_rows(registry, ids, list(params), "ORDER BY exclusive DESC, r.name")
+    return [row[0] for row in rows]
+
+
+def _shared_blobs(uses: str, uses_params: list, visible: str, visible_params: list) -> list[SharedBlob]:
+    """The largest blobs two or more visible repositories use, with those repositories."""
+    rows = sql.select(
+        f"{uses}, top AS (SELECT digest, MAX(size) AS size FROM uses WHERE repository_id IN ({visible})"
+        f" GROUP BY digest HAVING COUNT(*) > 1 ORDER BY MAX(size) DESC, digest LIMIT {SHARED_BLOBS_SHOWN})"
+        f" SELECT top.digest, top.size, r.name FROM top JOIN uses u ON u.digest = top.digest"
+        f" JOIN {sql.table(Repository)} r ON r.id = u.repository_id WHERE r.id IN ({visible})"
+        " ORDER BY top.size DESC, top.digest, r.name",
+        uses_params + visible_params + visible_params,
+    )
+    blobs: dict[str, SharedBlob] = {}
+    for digest, size, name in rows:
+        blobs.setdefault(digest, SharedBlob(digest, int(size))).repositories.append(name)
+    return list(blobs.values())
+
+
+@dataclass
+class RepositoryShare:
+    """The repository page's head: its exclusive and shared bytes, and how many other
+    repositories the user may see use some of its blobs."""
+
+    referenced: int
+    exclusive: int
+    sharing_repositories: int
+
+    @property
+    def shared(self) -> int:
+        return self.referenced - self.exclusive
+
+
+def repository_share(user: AnyUser, repository: Repository) -> RepositoryShare:
+    blob, manifest = sql.table(ManifestBlob), sql.table(Manifest)
+    visible, visible_params = _visible(user, repository.registry)
+    [(referenced, exclusive, sharing)] = sql.select(
+        f"WITH mine AS (SELECT b.digest, MAX(b.size) AS size FROM {blob} b JOIN {manifest} m ON m.id = b.manifest_id"
+        " WHERE m.repository_id = %s AND m.missing_since IS NULL GROUP BY b.digest),"
+        f" others AS (SELECT DISTINCT m.repository_id, b.digest FROM {blob} b JOIN mine ON mine.digest = b.digest"
+        f" JOIN {manifest} m ON m.id = b.manifest_id JOIN {sql.table(Repository)} r ON r.id = m.repository_id"
+        " WHERE m.repository_id <> %s AND m.missing_since IS NULL AND r.registry_id = %s)"
+        " SELECT (SELECT COALESCE(SUM(size), 0) FROM mine),"
+        " (SELECT COALESCE(SUM(size), 0) FROM mine WHERE digest NOT IN (SELECT digest FROM others)),"
+        f" (SELECT COUNT(DISTINCT repository_id) FROM others WHERE repository_id IN ({visible}))",
+        [repository.pk, repository.pk, repository.registry_id, *visible_params],
+    )
+    return RepositoryShare(int(referenced), int(exclusive), sharing)
+
+
+def freed_blobs(registry: Registry, manifest_ids: Collection[int]) -> dict[int, dict[str, int]]:
+    """manifest id -> the blobs (digest -> size) of it that garbage collection frees once the
+    manifests `manifest_ids` are deleted: those no other present manifest of the registry uses."""
+    if not manifest_ids:
+        return {}
+    blob, manifest = sql.table(ManifestBlob), sql.table(Manifest)
+    ids = list(manifest_ids)
+    rows = sql.select(
+        f"SELECT b.manifest_id, b.digest, b.size FROM {blob} b WHERE b.manifest_id IN ({sql.placeholders(ids)})"
+        f" AND NOT EXISTS (SELECT 1 FROM {blob} o JOIN {manifest} m ON m.id = o.manifest_id"
+        f" JOIN {sql.table(Repository)} r ON r.id = m.repository_id"
+        f" WHERE o.digest = b.digest AND m.missing_since IS NULL AND r.registry_id = %s"
+        f" AND o.manifest_id NOT IN ({sql.placeholders(ids)}))",
+        [*ids, registry.pk, *ids],
+    )
+    freed: dict[int, dict[str, int]] = {}
+    for manifest_id, digest, size in rows:
+        freed.setdefault(manifest_id, {})[digest] = size
+    return freed

@@ -1,0 +1,62 @@
+"""Storage pages: where the bytes are (`/storage/`) and how they grew. Figures come from
+`dashboard.storage`; only repositories the user may see count, in every total."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.views.decorators.http import require_safe
+
+from dashboard import charts, deletion, storage
+from dashboard.access import is_admin, signed_in, visible_names
+from dashboard.forms import StorageQuery
+from dashboard.registries import configured_registry
+from dashboard.rendering import bad_query, page_or_results
+
+# (id of the element htmx swaps, template of its content): the page includes the same template.
+STORAGE_RESULTS = ("storage-table", "dashboard/storage/_table.html")
+CHART_BARS = 10
+
+
+@require_safe
+@signed_in
+def storage_page(request: HttpRequest) -> HttpResponse:
+    query = StorageQuery(request.GET)
+    if not query.is_valid():
+        return bad_query(request, query)
+    registry = configured_registry()
+    overview = storage.overview(request.user, registry)
+    context = {
+        "registry": registry,
+        "overview": overview,
+        "query": query,
+        "params": query.data,
+        "page_url": reverse("dashboard:storage"),
+        "repositories": sorted(overview.repositories, key=query.sort_key()),
+        "repository_chart": charts.bar_chart(
+            "Repositories by exclusive bytes",
+            [
+                charts.Bar(usage.name, usage.exclusive, reverse("dashboard:repository", args=[usage.name]))
+                for usage in overview.repositories[:CHART_BARS]
+            ],
+        ),
+        "namespace_chart": charts.bar_chart(
+            "Namespaces by exclusive bytes",
+            [
+                charts.Bar(usage.name or "(no namespace)", usage.exclusive, namespace_url(usage.name))
+                for usage in overview.namespaces[:CHART_BARS]
+            ],
+        ),
+        "pending": deletion.pending_gc(registry, visible_names(request.user, "repository")),
+        "can_mark": is_admin(request.user),
+        "gc_command": deletion.GC_COMMAND,
+    }
+    return page_or_results(request, "dashboard/storage/storage.html", context, STORAGE_RESULTS)
+
+
+def namespace_url(namespace: str) -> str:
+    """The catalog showing one namespace's repositories, most exclusive bytes first."""
+    catalog = reverse("dashboard:catalog")
+    return f"{catalog}?{urlencode({'namespace': namespace, 'sort': 'exclusive'})}" if namespace else catalog

@@ -1,0 +1,242 @@
+"""Storage figures against a real registry: each figure equals the sum computed here straight
+from the manifests the registry serves."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import pytest
+from django.apps import apps
+from django.urls import reverse
+
+from dashboard import storage
+from dashboard.models import DeletedVersion, Manifest, ManifestBlob, Repository, Role
+from tests.personas import make_user
+from tests.rollback_support import Dashboard, dashboard, people  # noqa: F401 (fixtures)
+from tests.support.images import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MANIFEST_ACCEPT,
+    ImagePusher,
+    make_layer,
+    sha256_digest,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def layer(name: str, size: int = 3000) -> bytes:
+    return make_layer(f"{name}.bin", random.Random(name).randbytes(size))[0]
+
+
+def push_built(pusher: ImagePusher, repo: str, tag: str | None, layers: list[bytes], note: str, arch: str = "amd64") -> str:
+    """An image of exactly these layers (shared bytes are the same blob), tagged or by digest."""
+    config = json.dumps(
+        {"architecture": arch, "os": "linux", "config": {"Labels": {"note": note}}, "rootfs": {"type": "layers"}}
+    ).encode()
+    for blob in [config, *layers]:
+        pusher.upload_blob(repo, blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": DOCKER_LAYER, "digest": sha256_digest(blob), "size": len(blob)} for blob in layers],
+    }
+    raw = json.dumps(manifest, indent=3).encode()
+    return pusher.push_raw_manifest(repo, tag or sha256_digest(raw), raw, DOCKER_MANIFEST)
+
+
+def push_list(pusher: ImagePusher, repo: str, tag: str, children: list[str]) -> str:
+    entries = []
+    for child, arch in zip(children, ["amd64", "arm64"]):
+        raw = fetch(pusher, repo, child)
+        entries.append(
+            {"mediaType": DOCKER_MANIFEST, "digest": child, "size": len(raw), "platform": {"os": "linux", "architecture": arch}}
+        )
+    raw = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": entries}, indent=3).encode()
+    return pusher.push_raw_manifest(repo, tag, raw, DOCKER_LIST)
+
+
+def fetch(pusher: ImagePusher, repo: str, reference: str) -> bytes:
+    response = pusher.session.get(
+        f"{pusher.base_url}/v2/{repo}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10
+    )
+    response.raise_for_status()
+    return response.content
+
+
+def registry_blobs(pusher: ImagePusher, repo: str, digests: list[str]) -> dict[str, int]:
+    """digest -> size of every blob these manifests (and an index's platform images) need, read
+    from the registry: the manifests' own bytes, configs, layers."""
+    blobs: dict[str, int] = {}
+    wanted = list(digests)
+    while wanted:
+        digest = wanted.pop()
+        raw = fetch(pusher, repo, digest)
+        blobs[digest] = len(raw)
+        document = json.loads(raw)
+        if "config" in document:
+            blobs[document["config"]["digest"]] = document["config"]["size"]
+        blobs.update((entry["digest"], entry["size"]) for entry in document.get("layers", []))
+        wanted.extend(entry["digest"] for entry in document.get("manifests", []))
+    return blobs
+
+
+@dataclass
+class Scene:
+    a: str
+    c: str
+    d: str
+    previous: str  # a's untagged previous digest of tag 1.0
+    index: str
+    blobs: dict[str, dict[str, int]]  # repository -> digest -> size, all cached manifests
+    tagged: dict[str, dict[str, int]]  # repository -> blobs its tagged manifests need
+
+
+@pytest.fixture
+def scene(dashboard: Dashboard, pusher: ImagePusher, make_repo_name) -> Scene:
+    """Two repositories of one namespace on a shared base layer; `a` keeps an untagged previous
+    digest for rollback; `c` uses one layer in two tags; `d` (another namespace) holds a
+    two-platform list whose platforms share the base layer too."""
+    namespace = make_repo_name()
+    a, c, d = f"{namespace}/a", f"{namespace}/c", f"{make_repo_name()}/d"
+    base = layer(f"{namespace}-base", 20_000)
+    previous = push_built(pusher, a, "1.0", [base, layer(f"{a}-old")], "a old")
+    dashboard.sync(a)
+    current = push_built(pusher, a, "1.0", [base, layer(f"{a}-new")], "a new")
+    dashboard.sync(a)
+    twice = layer(f"{c}-twice", 5000)
+    c1 = push_built(pusher, c, "1", [base, twice], "c one")
+    c2 = push_built(pusher, c, "2", [twice, layer(f"{c}-own")], "c two")
+    dashboard.sync(c)
+    children = [
+        push_built(pusher, d, None, [base, layer(f"{d}-{arch}")], f"d {arch}", arch=arch) for arch in ("amd64", "arm64")
+    ]
+    index = push_list(pusher, d, "multi", children)
+    dashboard.sync(d)
+    tagged = {
+        a: registry_blobs(pusher, a, [current]),
+        c: registry_blobs(pusher, c, [c1, c2]),
+        d: registry_blobs(pusher, d, [index]),
+    }
+    blobs = {**tagged, a: tagged[a] | registry_blobs(pusher, a, [previous])}
+    return Scene(a, c, d, previous, index, blobs, tagged)
+
+
+def expected(scene: Scene) -> dict[str, storage.Usage]:
+    usages = {}
+    for name, blobs in scene.blobs.items():
+        elsewhere = set().union(*(other for other_name, other in scene.blobs.items() if other_name != name))
+        usages[name] = storage.Usage(
+            name,
+            referenced=sum(blobs.values()),
+            exclusive=sum(size for digest, size in blobs.items() if digest not in elsewhere),
+            untagged=sum(size for digest, size in blobs.items() if digest not in scene.tagged[name]),
+            tags=Repository.objects.get(name=name).tag_count,
+        )
+    return usages
+
+
+def test_figures_equal_sums_over_the_registrys_manifests(scene, dashboard, people):
+    overview = storage.overview(people.viewer, dashboard.registry)
+
+    mine = {usage.name: usage for usage in overview.repositories if usage.name in scene.blobs}
+    assert mine == expected(scene)
+    every_blob = {digest: size for blobs in scene.blobs.values() for digest, size in blobs.items()}
+    assert overview.total == sum(every_blob.values())
+    # The untagged previous digest holds its own layer, config and manifest; the rest is tagged.
+    assert mine[scene.a].untagged > 0 and mine[scene.c].untagged == mine[scene.d].untagged == 0
+    namespace = scene.a.rpartition("/")[0]
+    [usage] = [usage for usage in overview.namespaces if usage.name == namespace]
+    in_namespace = scene.blobs[scene.a] | scene.blobs[scene.c]
+    outside = scene.blobs[scene.d]
+    assert (usage.referenced, usage.exclusive, usage.tags) == (
+        sum(in_namespace.values()),
+        sum(size for digest, size in in_namespace.items() if digest not in outside),
+        3,
+    )
+    # The base layer is the largest blob three repositories use.
+    [base] = [blob for blob in overview.shared_blobs if len(blob.repositories) == 3]
+    assert base.repositories == sorted([scene.a, scene.c, scene.d]) and base.size == max(every_blob.values())
+
+
+def test_a_multi_arch_index_counts_the_layers_its_platforms_share_once(scene):
+    index = Manifest.objects.get(repository__name=scene.d, digest=scene.index)
+    # The registry's own bytes: the list, and each platform's manifest, config and layers once.
+    assert index.size == sum(scene.blobs[scene.d].values())
+    children = [json.loads(bytes(index.raw))["manifests"][i]["digest"] for i in range(2)]
+    each = sum(Manifest.objects.get(repository__name=scene.d, digest=child).size for child in children)
+    assert index.size < len(index.raw) + each  # what adding the platforms' sizes said
+
+
+def test_deleting_a_version_frees_exactly_its_exclusive_blobs(scene, dashboard, people, client, pusher):
+    before = storage.overview(people.viewer, dashboard.registry)
+    # Its layer, config and manifest are its own; the base layer stays for the others.
+    exclusive = {
+        digest: size
+        for digest, size in registry_blobs(pusher, scene.a, [scene.previous]).items()
+        if digest not in scene.tagged[scene.a] and all(digest not in scene.blobs[other] for other in (scene.c, scene.d))
+    }
+    client.force_login(people.maintainer)
+    url = reverse("dashboard:delete-version", args=[scene.a, scene.previous])
+
+    page = client.get(url)
+    assert page.context["freed"]["alone"] == sum(exclusive.values())
+    assert client.post(url, {"confirm": scene.a}).status_code == 302
+
+    after = client.get(reverse("dashboard:storage")).context["overview"]
+    assert before.total - after.total == sum(exclusive.values())
+    [a_before] = [usage for usage in before.repositories if usage.name == scene.a]
+    [a_after] = [usage for usage in after.repositories if usage.name == scene.a]
+    assert a_before.exclusive - a_after.exclusive == sum(exclusive.values())
+    assert a_after.untagged == 0
+    assert DeletedVersion.objects.get(digest=scene.previous).freed_bytes == sum(exclusive.values())
+
+
+def test_the_page_shows_only_what_the_user_may_see(scene, dashboard, client, settings):
+    settings.DASHBOARD_DEFAULT_ROLE = None
+    user = make_user("ursula", pattern=scene.a, role=Role.VIEWER)
+    client.force_login(user)
+
+    page = client.get(reverse("dashboard:storage"))
+
+    overview = page.context["overview"]
+    html = page.content.decode()
+    assert [usage.name for usage in overview.repositories] == [scene.a]
+    # The total is a's own blobs: nothing of c or d, not even the base layer's share.
+    assert overview.total == sum(scene.blobs[scene.a].values())
+    assert scene.c not in html and scene.d not in html
+    assert "only the repositories you may see" in html
+    assert overview.shared_blobs == []
+    [namespace] = overview.namespaces
+    assert namespace.referenced == sum(scene.blobs[scene.a].values())
+
+
+def test_the_table_sorts_and_a_bad_sort_is_a_400(scene, admin_client):
+    url = reverse("dashboard:storage")
+    page = admin_client.get(url, {"sort": "referenced"})
+    names = [usage.name for usage in page.context["repositories"]]
+    referenced = [usage.referenced for usage in page.context["repositories"]]
+    assert referenced == sorted(referenced, reverse=True) and scene.a in names
+    fragment = admin_client.get(url, {"sort": "tags"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="storage-table")
+    assert "<html" not in fragment.content.decode() and scene.c in fragment.content.decode()
+    assert admin_client.get(url, {"sort": "nonsense"}).status_code == 400
+
+
+def test_the_data_migration_fills_the_table_from_existing_rows(scene):
+    from importlib import import_module
+
+    migration = import_module("dashboard.migrations.0004_storage")
+    rows = sorted(ManifestBlob.objects.values_list("manifest_id", "digest", "size", "kind"))
+    index = Manifest.objects.get(repository__name=scene.d, digest=scene.index)
+    ManifestBlob.objects.all().delete()
+    Manifest.objects.filter(pk=index.pk).update(size=0)
+
+    migration.fill_manifest_blobs(apps, None)
+
+    assert sorted(ManifestBlob.objects.values_list("manifest_id", "digest", "size", "kind")) == rows
+    assert Manifest.objects.get(pk=index.pk).size == index.size
