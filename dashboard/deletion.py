@@ -34,7 +34,7 @@ from dashboard.actions import (
 from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
-from dashboard.registry.errors import NotFound, RegistryError, Unsupported
+from dashboard.registry.errors import NotFound, RegistryError, TagMoved, Unsupported
 from dashboard.rollback import TargetGone, validate_digest, validate_tag_name
 from dashboard.sync import forget, sync_tag
 
@@ -98,20 +98,33 @@ def _on_tombstone(client: RegistryClient, repository: Repository, moved: DigestM
     return moved.current is not None and client.is_tombstone(repository.name, moved.current)
 
 
+def _resync_tag(client: RegistryClient, repository: Repository, tag: str) -> None:
+    """The cache missed a push: re-read that tag for the page that explains the refusal."""
+    with suppress(RegistryError):
+        sync_tag(repository.registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
+
+
 def _guard_tag(client: RegistryClient, repository: Repository, tag: str, shown_digest: str) -> str | None:
     """The digest guard. Returns the tombstone the tag is on when an earlier delete of it stopped
     between moving it there and deleting it (see RegistryClient.delete_tag): that is not a move,
-    and deleting the tag means finishing that delete. Otherwise, when the guard trips, the cache
-    missed a push, so re-read that tag for the page that explains the refusal."""
+    and deleting the tag means finishing that delete."""
     try:
         check_digest(client, repository.name, tag, shown_digest)
     except DigestMoved as moved:
         if _on_tombstone(client, repository, moved):
             return moved.current
-        with suppress(RegistryError):
-            sync_tag(repository.registry, client, repository.name, tag, source=TagHistory.Source.SYNC)
+        _resync_tag(client, repository, tag)
         raise
     return None
+
+
+def _delete_tag_shown(client: RegistryClient, repository: Repository, tag: str, shown_digest: str) -> None:
+    """The registry delete of one tag, which reads the tag once more right before it writes."""
+    try:
+        _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag, shown_digest))
+    except TagMoved as moved:
+        _resync_tag(client, repository, tag)
+        raise DigestMoved(tag, shown_digest, moved.current) from None
 
 
 def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") -> None:
@@ -154,7 +167,7 @@ def delete_tag(
         client = client or client_for(repository.registry)
         tombstone = _guard_tag(client, repository, tag, shown_digest)
         if tombstone is None:
-            _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag))
+            _delete_tag_shown(client, repository, tag, shown_digest)
         else:
             context.notes.append(f"finished an earlier delete that had left the tag on tombstone {tombstone}")
             _registry_delete(repository.registry, lambda: client.finish_tag_delete(repository.name, tombstone))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -17,6 +18,7 @@ from dashboard.models import Registry, Repository, Role
 from dashboard.registries import client_for, configured_registry
 from dashboard.sync import sync_repository
 from tests.personas import make_user
+from tests.support.fault_proxy import FaultProxy
 from tests.support.registry_server import RegistryServer
 
 # Tests use unique repository names, so roles on `*` never reach another test's repositories.
@@ -39,6 +41,22 @@ class Dashboard:
 @pytest.fixture
 def dashboard(settings, registry: RegistryServer) -> Dashboard:
     settings.REGISTRY_URL = registry.url
+    return Dashboard(configured_registry(), registry)
+
+
+@pytest.fixture
+def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's registry, for the dashboard to go through."""
+    proxy = FaultProxy(registry.url)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxied(settings, registry: RegistryServer, proxy: FaultProxy) -> Dashboard:
+    """The dashboard pointed at the registry through `proxy`; pushers still go straight to it,
+    so a `hook` fault can push between two of the dashboard's requests."""
+    settings.REGISTRY_URL = proxy.url
     return Dashboard(configured_registry(), registry)
 
 

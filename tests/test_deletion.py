@@ -17,7 +17,8 @@ from dashboard.registries import client_for, configured_registry
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from dashboard.sync import check_registry
 from tests.personas import make_user
-from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
+from tests.rollback_support import Dashboard, People, dashboard, people, proxied, proxy  # noqa: F401 (fixtures)
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer
 
@@ -95,6 +96,35 @@ def test_the_digest_guard_refuses_after_a_repush_and_the_new_image_stays(dashboa
     )
     # The refusal re-read the tag, so the page explaining it shows where it points now.
     assert Tag.objects.get(repository=repository, name="latest").manifest.digest == new.digest
+    assert audit_rows(repo_name, "delete_tag")[-1].outcome == "refused"
+
+
+def test_a_push_between_the_guard_and_the_tombstone_is_not_deleted(
+    proxied: Dashboard, proxy: FaultProxy, people, pusher, repo_name
+):
+    old = push(pusher, repo_name, ["1.0", "latest"])
+    repository = proxied.sync(repo_name)
+    pushed = []
+    # CI pushes `latest` after the digest guard's HEAD, when the delete itself starts.
+    proxy.set_fault(
+        Fault(
+            "hook",
+            methods={"DELETE"},
+            path=rf"/{repo_name}/manifests/latest$",
+            times=1,
+            action=lambda: pushed.append(push(pusher, repo_name, ["latest"], salt="ci", created=FEB)),
+        )
+    )
+
+    with pytest.raises(ActionRefused) as refused:
+        deletion.delete_tag(None, people.maintainer, repository, "latest", old.digest)
+
+    (ci,) = pushed
+    assert refused.value.status == 409 and ci.digest in refused.value.message
+    assert pusher.head_digest(repo_name, "latest") == ci.digest
+    assert pusher.head_digest(repo_name, "1.0") == old.digest
+    assert proxy.count("PUT", r"/manifests/latest$") == 0  # no tombstone was pushed
+    assert Tag.objects.get(repository=repository, name="latest").manifest.digest == ci.digest
     assert audit_rows(repo_name, "delete_tag")[-1].outcome == "refused"
 
 

@@ -96,7 +96,7 @@ def test_normal_mode_is_transparent(proxy: FaultProxy, image: PushedImage, upstr
     # Two catalog pages of one repository each: the relative Link header crossed the proxy.
     pages = client.catalog_pages(page_size=1)
     first_pages = [next(pages), next(pages)]
-    client.delete_tag(repository, "1.0")
+    client.delete_tag(repository, "1.0", image.digest)
 
     assert (head.digest, head.media_type, head.size) == (image.digest, image.media_type, len(image.raw))
     assert fetched.raw == image.raw and fetched.digest == image.digest

@@ -369,7 +369,7 @@ def test_delete_tag_leaves_sibling_tags_alone(
 ) -> None:
     pushed = push(pusher, repo_name, ["keep", "gone", "also-kept"])
 
-    client.delete_tag(repo_name, "gone")
+    client.delete_tag(repo_name, "gone", pushed.digest)
 
     assert pusher.tags(repo_name) == ["also-kept", "keep"]
     assert pusher.head_digest(repo_name, "keep") == pushed.digest
@@ -385,7 +385,7 @@ def test_concurrent_tag_deletes_in_one_repository(client: RegistryClient, pusher
     image = pusher.push_image(repo_name, ["keep", *doomed])
 
     with ThreadPoolExecutor(len(doomed)) as pool:
-        list(pool.map(lambda tag: client.delete_tag(repo_name, tag), doomed))
+        list(pool.map(lambda tag: client.delete_tag(repo_name, tag, image.digest), doomed))
 
     assert pusher.tags(repo_name) == ["keep"]
     assert pusher.head_digest(repo_name, "keep") == image.digest
@@ -413,9 +413,9 @@ def test_tombstones_are_recognised_and_finishing_a_finished_delete_is_quiet(
 def test_delete_tag_of_an_unknown_tag_changes_nothing(
     client: RegistryClient, pusher: ImagePusher, repo_name: str
 ) -> None:
-    pusher.push_image(repo_name, ["v1"])
+    image = pusher.push_image(repo_name, ["v1"])
     with pytest.raises(NotFound):
-        client.delete_tag(repo_name, "nosuch")
+        client.delete_tag(repo_name, "nosuch", image.digest)
     assert pusher.tags(repo_name) == ["v1"]
 
 
@@ -427,7 +427,7 @@ def test_deletes_on_a_registry_without_delete_say_how_to_enable_it(
     with RegistryClient(registry_nodelete.url) as client:
         for delete in (
             lambda: client.delete_manifest(repo_name, image.digest),
-            lambda: client.delete_tag(repo_name, "v1"),
+            lambda: client.delete_tag(repo_name, "v1", image.digest),
         ):
             with pytest.raises(Unsupported) as raised:
                 delete()
@@ -523,7 +523,7 @@ def test_admin_deletes_with_token_auth(
 
     with RegistryClient(registry_token.url, username=username, password=password) as client:
         assert client.capabilities() == Capabilities(delete_enabled=True, tag_delete=False)
-        client.delete_tag(repo_name, "gone")
+        client.delete_tag(repo_name, "gone", image.digest)
 
     assert token_pusher.tags(repo_name) == ["keep"]
     assert token_pusher.head_digest(repo_name, "keep") == image.digest
@@ -540,7 +540,7 @@ def test_reader_may_read_but_not_delete(
         with pytest.raises(Denied):
             client.delete_manifest(repo_name, image.digest)
         with pytest.raises(Denied):
-            client.delete_tag(repo_name, "v1")
+            client.delete_tag(repo_name, "v1", image.digest)
         assert client.capabilities() == Capabilities(delete_enabled=None, tag_delete=None)
 
     with RegistryClient(registry_token.url) as anonymous, pytest.raises(Unauthorized):

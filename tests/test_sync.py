@@ -229,7 +229,7 @@ def test_a_deleted_tag_keeps_no_untagged_digest_and_unreferenced_ones_are_droppe
     kept = pusher.push_image(repo_name, "main", unique="main")
     sync_fresh(cache, repo_name)
     with RegistryClient(cache.url) as registry_client:
-        registry_client.delete_tag(repo_name, "pr-1")  # the version stays stored, untagged
+        registry_client.delete_tag(repo_name, "pr-1", doomed.digest)  # the version stays stored, untagged
 
     sync_fresh(cache, repo_name)
 

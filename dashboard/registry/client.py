@@ -45,6 +45,7 @@ from .errors import (
     NotFound,
     RegistryError,
     Unauthorized,
+    TagMoved,
     Unavailable,
     error_from_response,
 )
@@ -351,8 +352,10 @@ class RegistryClient:
             verify_digest(raw, reported)
         return reported or compute_digest(raw)
 
-    def delete_tag(self, repository: str, tag: str) -> None:
-        """Remove one tag, leaving other tags on the same digest alone.
+    def delete_tag(self, repository: str, tag: str, digest: str) -> None:
+        """Remove one tag, leaving other tags on the same digest alone; `digest` is where the
+        caller saw the tag point, and nothing is written when the tag points elsewhere now
+        (TagMoved).
 
         Registries with OCI tag delete do it directly. Distribution 2.8 can only delete by
         digest, which takes every sibling tag with it; so the tag is first moved onto a
@@ -360,9 +363,12 @@ class RegistryClient:
         """
         if not is_valid_tag(tag):
             raise ValueError(f"Invalid tag: {tag!r}")
+        _check_digest(digest)
         with self._write_locks(repository):
             # 2.8 checks that deletes are enabled (405) before rejecting the tag (400), so reaching
-            # DIGEST_INVALID means the final digest delete below will be allowed.
+            # DIGEST_INVALID means the final digest delete below will be allowed. A registry with
+            # tag delete removes the tag here, wherever it points: the caller's check right before
+            # is the last look (the API has no conditional delete).
             response, body = self._request(
                 "delete",
                 "DELETE",
@@ -375,27 +381,43 @@ class RegistryClient:
             error = error_from_response(400, body, response.headers, method="DELETE")
             if error.code != "DIGEST_INVALID":
                 raise error
+            config, tombstone_raw = make_tombstone(tag)
+            tombstone = compute_digest(tombstone_raw)
+            # 2.8 refuses manifests naming blobs it does not have. Uploaded before the tag is read,
+            # so that reading it and moving it are two requests in a row.
+            self._upload_blob(repository, config)
             # NotFound here, before we would create the tag; the bytes put the tag back below.
             original = self.get_manifest(repository, tag)
-            tombstone = None
+            if original.digest != digest:
+                raise TagMoved(repository, tag, digest, original.digest)
+            # Distribution has no conditional writes (no If-Match on a manifest PUT): a push of the
+            # tag landing between the GET above and this PUT would be overwritten by the tombstone
+            # and deleted with it. One request is the narrowest window the API allows.
             try:
-                tombstone = self._push_tombstone(repository, tag)
+                self.put_manifest(repository, tag, tombstone_raw, mediatypes.OCI_MANIFEST)
                 self.finish_tag_delete(repository, tombstone)
             except RegistryError:
-                # Left on the tombstone, the tag would point at nothing anyone pushed. When the
-                # registry is gone this fails too: the caller's error stands either way, and
-                # the tag stays on the tombstone until a retry finishes the delete.
-                try:
-                    self.put_manifest(repository, tag, original.raw, original.media_type)
-                except RegistryError:
-                    logger.warning(
-                        "Tag %s:%s may be left on tombstone %s; deleting the tag again finishes it",
-                        repository,
-                        tag,
-                        tombstone or "(its PUT failed)",
-                        extra={"repository": repository, "tag": tag, "tombstone": tombstone},
-                    )
+                self._put_back(repository, tag, original, tombstone)
                 raise
+
+    def _put_back(self, repository: str, tag: str, original: FetchedManifest, tombstone: str) -> None:
+        """After a delete_tag failed half way: put the tag back where it was, unless it points
+        at neither the tombstone nor nothing (the tombstone PUT failed, or someone pushed the tag
+        since). When the registry is gone this fails too: the caller's error stands either way,
+        and the tag stays on the tombstone until a retry finishes the delete."""
+        try:
+            with suppress(NotFound):
+                if self.head_manifest(repository, tag).digest != tombstone:
+                    return
+            self.put_manifest(repository, tag, original.raw, original.media_type)
+        except RegistryError:
+            logger.warning(
+                "Tag %s:%s may be left on tombstone %s; deleting the tag again finishes it",
+                repository,
+                tag,
+                tombstone,
+                extra={"repository": repository, "tag": tag, "tombstone": tombstone},
+            )
 
     def finish_tag_delete(self, repository: str, tombstone: str) -> None:
         """Delete a tombstone, the last step of delete_tag on Distribution 2.8. Also finishes a
@@ -434,12 +456,6 @@ class RegistryClient:
             expected=(200, 202, 400, 401, 403, 404, 405),
         )
         return response.status_code
-
-    def _push_tombstone(self, repository: str, tag: str) -> str:
-        config, manifest = make_tombstone(tag)
-        # 2.8 refuses manifests naming blobs it does not have.
-        self._upload_blob(repository, config)
-        return self.put_manifest(repository, tag, manifest, mediatypes.OCI_MANIFEST)
 
     def _upload_blob(self, repository: str, data: bytes) -> str:
         """Monolithic upload: POST for a session, then one PUT with the bytes and their digest."""

@@ -78,6 +78,17 @@ class Unavailable(RegistryError):
     """Connection refused, timeout, TLS failure or a 5xx answer."""
 
 
+class TagMoved(RegistryError):
+    """A write refused before it was sent: the tag no longer points at the digest the caller
+    expected (`current`, None when the tag is gone)."""
+
+    def __init__(self, repository: str, tag: str, expected: str, current: str | None) -> None:
+        now = f"now points at {current}" if current else "no longer exists"
+        super().__init__(f"Tag {repository}:{tag} {now}, not at {expected}")
+        self.expected = expected
+        self.current = current
+
+
 class InvalidResponse(RegistryError):
     """The registry answered something we refuse to use: bad JSON, wrong types, too large,
     or a URL pointing at another host."""

@@ -8,6 +8,7 @@ mangles the answers of matching requests:
     proxy.set_fault(Fault("status", status=503, methods={"GET"}, path=r"/tags/list$"))
     proxy.set_fault(Fault("reset", after=3))   # the first 3 matching requests pass
     proxy.set_fault(Fault("status", status=503, times=1))   # only one answer is a 503
+    proxy.set_fault(Fault("hook", action=push_hotfix, times=1))   # another client acts first
     proxy.clear_fault()
 """
 
@@ -21,7 +22,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +47,7 @@ KINDS = frozenset(
         "foreign_link",  # forward, adding a Link rel="next" to `foreign_url`
         "foreign_realm",  # answer 401 with a Bearer challenge whose realm is `foreign_url`
         "down",  # reset this connection and refuse every later one until accept_connections()
+        "hook",  # call `action()` (another client acting between two requests), then forward
     }
 )
 HUGE_SIZE = 10 * 1024 * 1024
@@ -69,6 +72,7 @@ class Fault:
     foreign_url: str = ""
     body: bytes = b""
     content_type: str = "application/vnd.oci.image.manifest.v1+json"
+    action: Callable[[], object] | None = None
     methods: Collection[str] | None = None
     path: str | None = None
     after: int = 0
@@ -79,6 +83,8 @@ class Fault:
             raise ValueError(f"unknown fault {self.kind!r}: expected one of {sorted(KINDS)}")
         if self.kind in ("foreign_link", "foreign_realm") and not self.foreign_url:
             raise ValueError(f"fault {self.kind!r} needs foreign_url")
+        if self.kind == "hook" and self.action is None:
+            raise ValueError("fault 'hook' needs action")
 
     def matches(self, method: str, path: str) -> bool:
         if self.methods is not None and method not in self.methods:
@@ -96,6 +102,7 @@ class Seen:
     faulted: bool
     body: bytes = b""
     status: int | None = None
+    agent: str = ""  # the client's User-Agent
 
 
 @dataclass
@@ -107,15 +114,19 @@ class _FaultState:
 
 
 class FaultProxy:
-    """Listens on a free loopback port and forwards to `upstream` (http://host:port)."""
+    """Listens on a free loopback port and forwards to `upstream` (http://host:port).
 
-    def __init__(self, upstream: str) -> None:
+    With `serialize`, requests reach the registry one at a time in the order `seen()` lists
+    them, so that list is the order in which the registry applied them."""
+
+    def __init__(self, upstream: str, *, serialize: bool = False) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port
         self._lock = threading.Lock()
+        self._turns: AbstractContextManager[object] = threading.Lock() if serialize else nullcontext()
         self._state = _FaultState()
         self._connections: set[socket.socket] = set()
         self._httpd: _ProxyServer | None = None
@@ -150,7 +161,7 @@ class FaultProxy:
     def count(self, method: str | None = None, path: str | None = None) -> int:
         return len(self.seen(method, path))
 
-    def _decide(self, method: str, path: str, body: bytes) -> tuple[Fault | None, int]:
+    def _decide(self, method: str, path: str, body: bytes, agent: str) -> tuple[Fault | None, int]:
         """Record the request; return the fault to apply to it, if any, and its record's index."""
         with self._lock:
             fault = self._state.fault
@@ -160,7 +171,7 @@ class FaultProxy:
                 within = fault.times is None or self._state.applied < fault.times
                 apply = self._state.matched > fault.after and within
                 self._state.applied += apply
-            self._state.seen.append(Seen(method, path, apply, body))
+            self._state.seen.append(Seen(method, path, apply, body, agent=agent))
             return (fault if apply else None), len(self._state.seen) - 1
 
     def _answered(self, index: int, status: int) -> None:
@@ -273,7 +284,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             _close(self.connection, reset=True)
             self.close_connection = True
             return
-        fault, self._index = proxy._decide(self.command, self.path, body or b"")
+        with proxy._turns:
+            self._answer(body)
+
+    def _answer(self, body: bytes | None) -> None:
+        proxy = self.server.proxy
+        fault, self._index = proxy._decide(self.command, self.path, body or b"", self.headers.get("User-Agent", ""))
         kind = fault.kind if fault else None
         if fault is not None and kind in ("reset", "down"):
             if kind == "down":
@@ -294,6 +310,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault is not None and kind == "latency":
             time.sleep(fault.delay)
+        if fault is not None and fault.action is not None:
+            fault.action()
         answer = self._forward(body)
         if fault is not None:
             _mangle(answer, fault)
