@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
+from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest
 
@@ -36,7 +39,7 @@ from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.errors import NotFound, RegistryError, TagMoved, Unsupported
 from dashboard.rollback import TargetGone, validate_digest, validate_tag_name
-from dashboard.sync import forget, sync_tag
+from dashboard.sync import forget, head_digest, sync_repository, sync_tag
 
 DELETE_TAG = "delete_tag"
 DELETE_VERSION = "delete_version"
@@ -247,19 +250,73 @@ def index_children(repository: Repository, removed: Iterable[str]) -> dict[str, 
     return result
 
 
-def guard_version(client: RegistryClient, repository: Repository, digest: str, shown_tags: Iterable[str]) -> set[str]:
-    """The digest guard for a whole version: it still exists, each tag shown still points at it,
-    and no other tag does (a digest delete would take that tag along unseen). Returns the
-    digests that tags unknown to the cache point at.
+class UnseenTags(ActionRefused):
+    """Tags the user was not shown point at the version: deleting it would delete them too."""
 
-    Tags the cache places on another digest are not asked about: re-reading every tag of a
-    large repository would make the check cost seconds, and the cache tracks moves.
+    def __init__(self, tags: list[str]) -> None:
+        one = len(tags) == 1
+        super().__init__(
+            f"{', '.join(tags)} also {'points' if one else 'point'} at this version now; reload to see "
+            f"{'it' if one else 'them'}. Nothing was deleted.",
+            status=409,
+        )
+        self.tags = tags
+
+
+class LiveTags:
+    """Where each tag of one repository points in the registry: its tag list and one HEAD per
+    tag, in parallel like the sync's reads. Read on first use. One version delete reads it for
+    the tags not shown (`skip` the shown ones, which it checks itself); a run deleting several
+    versions of a repository (retention) passes one along, so the run costs one scan per
+    repository instead of one per version."""
+
+    def __init__(self, client: RegistryClient, repository: str, *, skip: Iterable[str] = ()) -> None:
+        self._client = client
+        self._repository = repository
+        self._skip = set(skip)
+        self._digests: dict[str, str | None] | None = None
+
+    def digests(self) -> dict[str, str | None]:
+        """tag -> digest; None for a tag deleted between the tag list and its HEAD."""
+        if self._digests is None:
+            names = [tag for tag in self._client.tags(self._repository) if tag not in self._skip]
+            with ThreadPoolExecutor(settings.REGISTRY_SYNC_WORKERS, thread_name_prefix="live-tags") as pool:
+                found = pool.map(partial(head_digest, self._client, self._repository), names)
+                self._digests = dict(zip(names, found))
+        return self._digests
+
+    def on(self, digest: str) -> list[str]:
+        return sorted(tag for tag, found in self.digests().items() if found == digest)
+
+    def deleted(self, digest: str) -> None:
+        """The run deleted `digest`, and with it the tags on it."""
+        if self._digests is not None:
+            self._digests = {tag: found for tag, found in self._digests.items() if found != digest}
+
+
+def guard_version(
+    client: RegistryClient, repository: Repository, digest: str, shown_tags: Iterable[str], live: LiveTags
+) -> set[str]:
+    """The digest guard for a whole version: it still exists, no tag the user was not shown
+    points at it (a digest delete would take that tag along unseen: the cache may have missed
+    the move), and each tag shown still points at it, checked last, right before the delete.
+    Returns the digests the other tags point at.
+
+    Distribution has no conditional delete: a tag moved onto the version after its HEAD here is
+    deleted with it. The shown tags are read last to keep that window to one request for them;
+    for the others it spans the reads of the shown ones (and, in a run, the run).
     """
     try:
         client.head_manifest(repository.name, digest)
     except NotFound:
         raise TargetGone(digest) from None
     shown = set(shown_tags)
+    unseen = [tag for tag in live.on(digest) if tag not in shown]
+    if unseen:
+        # The cache missed a move: bring the repository up to date for the page that explains it.
+        with suppress(RegistryError):
+            sync_repository(repository.registry, client, repository.name)
+        raise UnseenTags(unseen)
     for tag in sorted(shown):
         try:
             check_digest(client, repository.name, tag, digest)
@@ -267,21 +324,7 @@ def guard_version(client: RegistryClient, repository: Repository, digest: str, s
             if _on_tombstone(client, repository, moved):
                 raise DeleteUnfinished(tag) from None
             raise
-    elsewhere = set(
-        Tag.objects.filter(repository=repository).exclude(manifest__digest=digest).values_list("name", flat=True)
-    )
-    unknown = {}
-    for tag in client.tags(repository.name):
-        if tag in shown or tag in elsewhere:
-            continue
-        unknown[tag] = current_digest(client, repository.name, tag)
-        if unknown[tag] == digest:
-            raise ActionRefused(
-                f"Tag {tag} also points at {digest}, and it was not listed. Nothing was deleted; "
-                "reload and check again.",
-                status=409,
-            )
-    return {found for found in unknown.values() if found}
+    return {found for tag, found in live.digests().items() if found and tag not in shown}
 
 
 @dataclass
@@ -301,12 +344,14 @@ def delete_version(
     *,
     children: Iterable[str] = (),
     client: RegistryClient | None = None,
+    live: LiveTags | None = None,
     action: str = DELETE_VERSION,
     note: str = "",
     freed_bytes: int | None = None,
 ) -> VersionDeleted:
     """Delete the manifest `digest` and with it every tag on it (`shown_tags`, as the user saw
     them). `children`: platform images of an index to delete with it, if still orphaned.
+    `live`: the repository's tags as a run read them (default: read them now).
     `freed_bytes`: what garbage collection will free, when the caller estimated it already."""
     shown = sorted(set(shown_tags))
     with guarded_action(request, user, repository, action, Role.MAINTAINER, digest_before=digest) as context:
@@ -319,8 +364,10 @@ def delete_version(
         refuse_if_pinned(repository, digest)
         orphans = {child.digest for child in index_children(repository, [digest]).get(digest, []) if child.orphaned}
         client = client or client_for(repository.registry)
-        tagged_elsewhere = guard_version(client, repository, digest, shown)
+        live = live or LiveTags(client, repository.name, skip=shown)
+        tagged_elsewhere = guard_version(client, repository, digest, shown, live)
         _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
+        live.deleted(digest)
         deleted = VersionDeleted(digest, shown)
         for child in children:
             if child not in orphans or child in tagged_elsewhere:
@@ -335,6 +382,7 @@ def delete_version(
                 context.notes.append(f"platform image {child} not deleted: {error}")
                 continue
             deleted.children.append(child)
+            live.deleted(child)
         if deleted.children:
             context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
         # Before `forget`, which drops the cached manifests this estimate reads.

@@ -34,6 +34,7 @@ from dashboard import storage
 from dashboard.access import role_on, visible_repositories
 from dashboard.actions import ActionRefused
 from dashboard.deletion import (
+    LiveTags,
     Outcome,
     delete_version,
     index_children,
@@ -351,6 +352,9 @@ def apply(
     for repository_plan in result.with_deletions:
         repository = repository_plan.repository
         client = client or client_for(repository.registry)
+        # Read once the first version delete needs it: every version delete of the run checks
+        # the registry's other tags against this one scan.
+        live = LiveTags(client, repository.name)
         done = outcomes[repository.name] = []
         done.extend(
             try_delete_tag(
@@ -376,6 +380,7 @@ def apply(
                     tags,
                     children=children,
                     client=client,
+                    live=live,
                     action=RETENTION_DELETE_VERSION,
                     note=note,
                     freed_bytes=repository_plan.freed.get(digest),

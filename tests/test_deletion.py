@@ -17,7 +17,15 @@ from dashboard.registries import client_for, configured_registry
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from dashboard.sync import check_registry
 from tests.personas import make_user
-from tests.rollback_support import Dashboard, People, dashboard, people, proxied, proxy  # noqa: F401 (fixtures)
+from tests.rollback_support import (  # noqa: F401 (fixtures)
+    Dashboard,
+    People,
+    dashboard,
+    people,
+    proxied,
+    proxy,
+    skopeo,
+)
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer
@@ -262,6 +270,39 @@ def test_deleting_a_version_is_refused_when_an_unlisted_tag_points_at_it(dashboa
 
     assert refused.value.status == 409 and "hotfix" in refused.value.message
     assert pusher.tags(repo_name) == ["1.0", "hotfix"]
+
+
+def test_a_tag_moved_onto_the_version_by_another_tool_is_not_deleted_with_it(
+    dashboard, people, pusher, repo_name, client
+):
+    a = push(pusher, repo_name, ["v1.0"], salt="a")
+    b = push(pusher, repo_name, ["production"], salt="b", created=FEB)
+    repository = dashboard.sync(repo_name)
+    # Moved with skopeo, no notification: the cache still has production on B.
+    host = dashboard.server.host
+    skopeo(
+        "copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+        f"docker://{host}/{repo_name}@{a.digest}", f"docker://{host}/{repo_name}:production",
+    )  # fmt: skip
+    assert pusher.head_digest(repo_name, "production") == a.digest
+    assert Tag.objects.get(repository=repository, name="production").manifest.digest == b.digest
+    client.force_login(people.maintainer)
+    url = reverse("dashboard:delete-version", args=[repo_name, a.digest])
+    assert "production" not in client.get(url).context["tags"]
+
+    response = client.post(url, {"tags": ["v1.0"], "confirm": repo_name})
+
+    assert response.status_code == 409
+    assert "production also points at this version now; reload to see it" in response.content.decode()
+    assert pusher.tags(repo_name) == ["production", "v1.0"]
+    assert exists(pusher, repo_name, a.digest) and exists(pusher, repo_name, b.digest)
+    # The refusal synced the repository: the page shows production on the version now.
+    assert cached_tags(repo_name) == ["production", "v1.0"]
+    assert Tag.objects.get(repository=repository, name="production").manifest.digest == a.digest
+    entry = audit_rows(repo_name, "delete_version")[-1]
+    assert (entry.outcome, entry.digest_before) == ("refused", a.digest)
+    assert "production" in entry.reason
+    assert not DeletedVersion.objects.filter(repository=repo_name).exists()
 
 
 def test_deleting_a_version_that_is_already_gone_is_refused(dashboard, people, pusher, repo_name):

@@ -17,7 +17,8 @@ from dashboard import retention, rollback
 from dashboard.access import visible_repositories
 from dashboard.models import AuditEntry, DeletedVersion, Repository, RetentionPolicy, Tag
 from tests.personas import make_user
-from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
+from tests.rollback_support import Dashboard, People, dashboard, people, proxied, proxy  # noqa: F401 (fixtures)
+from tests.support.fault_proxy import FaultProxy
 from tests.support.images import ImagePusher, PushedImage
 
 pytestmark = pytest.mark.django_db
@@ -226,6 +227,28 @@ def test_apply_refuses_tags_that_moved_or_were_pinned_since_the_plan(dashboard, 
     entries = AuditEntry.objects.filter(repository=repo_name, action="retention_delete_version").order_by("id")
     assert [e.outcome for e in entries] == ["refused", "refused", "ok"]
     assert "retention policy cleanup" in entries[2].reason
+
+
+def test_a_run_reads_the_registrys_tags_once_per_repository_not_once_per_version(
+    proxied: Dashboard, proxy: FaultProxy, people, pusher, repo_name
+):
+    doomed = [release(pusher, repo_name, [f"build-{n}", f"ci-{n}"], 100 + n) for n in range(3)]
+    release(pusher, repo_name, ["2.0"], 1)
+    proxied.sync(repo_name)
+    policy(older_than_days=30)
+    result = plan_for(proxied, repo_name)
+    assert len(result.repositories[0].versions) == 3
+    before = len(proxy.seen())
+
+    outcomes = retention.apply(None, people.maintainer, result)
+
+    assert {o.outcome for o in outcomes[repo_name]} == {"ok"}
+    assert pusher.tags(repo_name) == ["2.0"]
+    assert all(pusher.head_digest(repo_name, image.digest) is None for image in doomed)
+    during = proxy.seen()[before:]
+    assert sum(r.method == "GET" and r.path.endswith("/tags/list") for r in during) == 1
+    # Each of the 7 tags once by the scan, then each version's own 2 tags right before its delete.
+    assert sum(r.method == "HEAD" and "/manifests/sha256:" not in r.path for r in during) == 7 + 3 * 2
 
 
 @pytest.fixture
