@@ -114,10 +114,13 @@ class Plan:
         return [repository for repository in self.repositories if repository.delete]
 
     def fingerprint(self) -> str:
-        """Identifies what the plan deletes, so an apply can refuse when the plan changed since
-        the preview the user approved."""
+        """Identifies what applying the plan does, so an apply can refuse when the plan changed
+        since the preview the user approved: each tag, its digest, and whether the tag goes
+        alone or its whole version goes by digest; and the platform images deleted with an
+        index. (A tag leaving a shared digest turns "delete this tag" into "delete the version".)"""
         lines = sorted(
-            f"{repository.repository.name}\0{decision.tag}\0{decision.digest}"
+            f"{repository.repository.name}\0{decision.tag}\0{decision.digest}\0"
+            + ("version" if decision.digest in repository.versions else "tag")
             for repository in self.repositories
             for decision in repository.delete
         )

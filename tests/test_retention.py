@@ -303,6 +303,32 @@ def test_a_maintainer_previews_and_applies_from_the_dashboard(old_and_new, peopl
     assert pusher.tags(repo_name) == ["new"]
 
 
+def test_apply_refuses_when_a_tag_leaving_a_shared_version_turns_a_tag_delete_into_a_version_delete(
+    dashboard, people, pusher, repo_name, client
+):
+    now = timezone.now()
+    shared = release(pusher, repo_name, ["build-7", "stable"], 100, now=now)
+    dashboard.sync(repo_name)
+    policy("nightly", tag_exclude="stable", older_than_days=30)
+    client.force_login(people.maintainer)
+    preview = client.get(reverse("dashboard:retention-preview"), {"policy": "nightly"})
+    [repository_plan] = preview.context["plan"].repositories
+    assert [d.tag for d in repository_plan.tag_deletes] == ["build-7"] and repository_plan.versions == {}
+    # stable moves on to a new build (and a sync sees it): the old version keeps no tag now.
+    release(pusher, repo_name, ["stable"], 1, now=now, unique="stable-again")
+    dashboard.sync(repo_name)
+
+    response = client.post(
+        reverse("dashboard:retention-apply"), {"policy": "nightly", "fingerprint": preview.context["fingerprint"]}
+    )
+
+    assert response.status_code == 409
+    assert response.context["plan"].repositories[0].versions == {shared.digest: ["build-7"]}
+    assert pusher.tags(repo_name) == ["build-7", "stable"]
+    assert pusher.head_digest(repo_name, shared.digest) == shared.digest
+    assert not AuditEntry.objects.filter(repository=repo_name).exists()
+
+
 def test_viewers_plan_nothing_and_only_admins_manage_policies(dashboard, people, pusher, repo_name, client):
     release(pusher, repo_name, ["old"], 100, now=timezone.now())
     dashboard.sync(repo_name)
