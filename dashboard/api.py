@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard import deletion, rollback
+from dashboard import deletion, rollback, storage
 from dashboard.access import repository_for, visible_repositories
 from dashboard.actions import ActionRefused
 from dashboard.models import ApiToken, Pin, Repository, Tag
@@ -286,3 +286,28 @@ def tag(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     deletion.delete_tag(request, request.user, repository, tag, expected)
     return JsonResponse({"deleted": tag, "digest": expected})
 
+
+
+def _usage_json(usage: storage.Usage) -> dict:
+    return {
+        "name": usage.name,
+        "referenced_bytes": usage.referenced,
+        "exclusive_bytes": usage.exclusive,
+        "shared_bytes": usage.shared,
+        "untagged_bytes": usage.untagged,
+        "tags": usage.tags,
+    }
+
+
+@api_view("GET")
+def storage_usage(request: HttpRequest) -> JsonResponse:
+    """Where the bytes are (see dashboard.storage), over the repositories the token's user may
+    see only: the total too, so hidden sizes cannot be worked out as a difference."""
+    overview = storage.overview(request.user, configured_registry())
+    return JsonResponse(
+        {
+            "total_bytes": overview.total,
+            "repositories": [_usage_json(usage) for usage in overview.repositories],
+            "namespaces": [_usage_json(usage) for usage in overview.namespaces],
+        }
+    )

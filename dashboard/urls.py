@@ -41,6 +41,7 @@ urlpatterns = [
     path("account/api-tokens/", rollback_views.api_tokens, name="api-tokens"),
     path("account/api-tokens/<int:pk>/revoke/", rollback_views.api_token_revoke, name="api-token-revoke"),
     path("api/v1/repositories/", api.repositories, name="api-repositories"),
+    path("api/v1/storage/", api.storage_usage, name="api-storage"),
     path("api/v1/repositories/<path:name>/-/tags/<str:tag>/restore/", api.restore, name="api-restore"),
     path("api/v1/repositories/<path:name>/-/tags/<str:tag>/candidates/", api.candidates, name="api-candidates"),
     path("api/v1/repositories/<path:name>/-/tags/<str:tag>/", api.tag, name="api-tag"),

@@ -109,6 +109,7 @@ def _repository_context(request: HttpRequest, registry: Registry, repository: Re
         "params": query.data,
         "page": page,
         "rows": browse.tag_rows(repository, page.object_list),
+        "share": storage.repository_share(request.user, repository),
         "page_url": page_url,
         "refresh_url": _with_query(reverse("dashboard:repository-refresh", args=[repository.name]), request),
     }

@@ -299,6 +299,7 @@ ROUTES: dict[str, Route] = {
     ),
     # JSON API
     "dashboard:api-repositories": Route({"GET": Call()}, "api"),
+    "dashboard:api-storage": Route({"GET": Call()}, "api"),
     "dashboard:api-tags": Route({"GET": Call(Role.VIEWER)}, "api-repository", just_name),
     "dashboard:api-candidates": Route({"GET": Call(Role.VIEWER)}, "api-repository", name_and_tag),
     "dashboard:api-tag": Route(

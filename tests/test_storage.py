@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 from django.apps import apps
+from django.test import Client
 from django.urls import reverse
 
 from dashboard import storage
-from dashboard.models import DeletedVersion, Manifest, ManifestBlob, Repository, Role
+from dashboard.models import ApiToken, DeletedVersion, Manifest, ManifestBlob, Repository, Role
 from tests.personas import make_user
 from tests.rollback_support import Dashboard, dashboard, people  # noqa: F401 (fixtures)
 from tests.support.images import (
@@ -240,3 +241,50 @@ def test_the_data_migration_fills_the_table_from_existing_rows(scene):
 
     assert sorted(ManifestBlob.objects.values_list("manifest_id", "digest", "size", "kind")) == rows
     assert Manifest.objects.get(pk=index.pk).size == index.size
+
+
+def test_the_repository_page_says_what_is_exclusive_and_shared(scene, client, settings):
+    settings.DASHBOARD_DEFAULT_ROLE = None
+    client.force_login(make_user("ursula", pattern=f"{scene.a.rpartition('/')[0]}/*", role=Role.VIEWER))
+    usage = expected(scene)[scene.c]
+
+    html = client.get(reverse("dashboard:repository", args=[scene.c])).content.decode()
+
+    # Shared with a (visible) and d: only the repository the user may see is counted.
+    exclusive, shared = (f'title="{value:,} bytes"' for value in (usage.exclusive, usage.shared))
+    assert f"{exclusive}" in html and shared in html
+    assert "shared with 1 repository</a>" in html
+
+
+def test_the_catalog_sorts_by_exclusive_size(scene, admin_client):
+    page = admin_client.get(reverse("dashboard:catalog"), {"sort": "exclusive"})
+    names = [repository.name for repository in page.context["page"].object_list]
+    usages = expected(scene)
+    assert names == sorted(usages, key=lambda name: (-usages[name].exclusive, name))
+
+
+def test_the_api_reports_only_what_the_tokens_user_may_see(scene, settings):
+    settings.DASHBOARD_DEFAULT_ROLE = None
+    namespace = scene.a.rpartition("/")[0]
+    token = ApiToken.issue(make_user("ursula", pattern=f"{namespace}/*", role=Role.VIEWER), "ci")[1]
+    url = reverse("dashboard:api-storage")
+
+    answer = Client().get(url, headers={"Authorization": f"Bearer {token}"}).json()
+
+    usages = expected(scene)
+    visible = scene.blobs[scene.a] | scene.blobs[scene.c]
+    assert answer["total_bytes"] == sum(visible.values())
+    assert sorted(answer["repositories"], key=lambda row: row["name"]) == [
+        {
+            "name": name,
+            "referenced_bytes": usages[name].referenced,
+            "exclusive_bytes": usages[name].exclusive,
+            "shared_bytes": usages[name].shared,
+            "untagged_bytes": usages[name].untagged,
+            "tags": usages[name].tags,
+        }
+        for name in (scene.a, scene.c)
+    ]
+    assert [row["name"] for row in answer["namespaces"]] == [namespace]
+    assert scene.d not in json.dumps(answer)
+    assert Client().get(url).status_code == 401
