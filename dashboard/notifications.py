@@ -1,10 +1,11 @@
 """Registry notifications: parse the envelopes Distribution POSTs and apply them to the cache.
 
-Deletes and pulls only touch the database, so they are applied before the endpoint answers.
-A push needs registry reads (HEAD the tag, fetch new content), which the registry's short
-notification timeout leaves no room for: it is handed to `dispatch`, a background task.
-Redelivered events (same id) are ignored; pulls are not recorded for that, since applying one
-twice changes nothing.
+Events are hints, not facts: anyone holding the shared secret can post one, and a redelivered
+event can be hours old. A push or delete is only applied as the registry shows it when asked
+(HEAD the tag or digest), which the registry's short notification timeout leaves no room for:
+it is handed to `dispatch`, a background task. Pulls only touch `last_pulled_at` and are
+applied before the endpoint answers. Redelivered events (same id) are ignored; pulls are not
+recorded for that, since applying one twice changes nothing.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from dashboard import sync
-from dashboard.models import NotificationEvent, Registry, Tag
+from dashboard.models import Manifest, NotificationEvent, Registry, Tag
 from dashboard.registries import client_for
 from dashboard.registry import is_valid_digest, is_valid_repository_name, is_valid_tag
 from dashboard.registry.client import USER_AGENT
@@ -39,6 +39,11 @@ MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS | INDEXES | SCHEMA1
 # remembering for as long as a registry might keep retrying.
 EVENT_MEMORY = timedelta(days=7)
 OWN_USER_AGENT = USER_AGENT.partition("/")[0] + "/"
+# Distribution 2.8 posts one event per envelope (its queue hands the HTTP sink one event at a
+# time; see the registry lab's FACTS.md and events/). 100 leaves room for a sender that
+# batches, while bounding the rows and background tasks (one registry request or more each)
+# that a single request can cause. A larger envelope is refused whole with 413.
+MAX_EVENTS = 100
 # Distribution queues a push event before it points the tag at the pushed manifest, so a HEAD
 # sent at once can still see the previous digest, or no tag at all: seconds between looks.
 PUSH_SETTLE_DELAYS = (0.1, 0.3, 1.0)
@@ -46,6 +51,10 @@ PUSH_SETTLE_DELAYS = (0.1, 0.3, 1.0)
 
 class InvalidEnvelope(ValueError):
     """The body is not a notification envelope we can use."""
+
+
+class TooManyEvents(InvalidEnvelope):
+    """The envelope holds more than MAX_EVENTS events."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ def parse_envelope(body: bytes) -> list[Event]:
     events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(events, list):
         raise InvalidEnvelope('The body has no "events" list')
+    if len(events) > MAX_EVENTS:
+        raise TooManyEvents(f"{len(events)} events, more than the {MAX_EVENTS} an envelope may hold")
     return [_event(entry, i) for i, entry in enumerate(events)]
 
 
@@ -125,28 +136,25 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 def handle_events(registry: Registry, events: list[Event]) -> list[Event]:
-    """Apply deletes and pulls now; return the pushes still to sync from the registry."""
-    pushes = []
+    """Apply pulls now; return the pushes and deletes still to check against the registry."""
+    to_check = []
     for event in events:
         if event.action == "pull":
             record_pull(registry, event)
-        elif event.action == "delete" or (event.action == "push" and event.is_manifest and event.tag):
-            # Recording the id and applying the event commit together, so a failure leaves
-            # the event to be applied on redelivery.
-            with transaction.atomic():
-                _, new = NotificationEvent.objects.get_or_create(
-                    event_id=event.id, defaults={"action": event.action, "repository": event.repository}
-                )
-                if new and event.action == "delete":
-                    sync.forget(registry, event.repository, digest=event.digest or None, tag=event.tag or None)
+        elif (event.action == "delete" and (event.tag or event.digest)) or (
+            event.action == "push" and event.is_manifest and event.tag
+        ):
+            _, new = NotificationEvent.objects.get_or_create(
+                event_id=event.id, defaults={"action": event.action, "repository": event.repository}
+            )
             # The dashboard's own pushes (a restore, a tag delete's tombstone) are already in
             # the cache when the event arrives: syncing them again took a third of the worker's
             # time in the soak. A process that died half way is repaired by the periodic sync.
-            if new and event.action == "push" and not event.user_agent.startswith(OWN_USER_AGENT):
-                pushes.append(event)
+            if new and not (event.action == "push" and event.user_agent.startswith(OWN_USER_AGENT)):
+                to_check.append(event)
         # Everything else is about blobs (uploads, mounts) or a platform manifest pushed by
         # digest before its index, which arrives with a tag of its own.
-    return pushes
+    return to_check
 
 
 def record_pull(registry: Registry, event: Event) -> int:
@@ -189,6 +197,24 @@ def sync_pushed_tag(registry_id: int, repository: str, tag: str, digest: str) ->
                 break
             time.sleep(delay)
         sync.sync_tag(registry, client, repository, tag, source=sync.Source.NOTIFICATION)
+
+
+def sync_deleted(registry_id: int, repository: str, tag: str, digest: str) -> None:
+    """Forget a tag (or a digest and its tags) the registry reported deleted, once a HEAD
+    confirms the registry no longer has it. A forged or stale event, or a name pushed again
+    since (its own push event syncs it), leaves the cache as it is: forgetting a stored
+    previous digest would mark it missing and drop it from the rollback candidates."""
+    registry = Registry.objects.get(pk=registry_id)
+    rows = Tag if tag else Manifest
+    named = {"name": tag} if tag else {"digest": digest}
+    if not rows.objects.filter(repository__registry=registry, repository__name=repository, **named).exists():
+        # Nothing cached to forget: the dashboard's own deletes (a tag delete's tombstone, a
+        # version deleted through a page) are gone from the cache before their events arrive.
+        return
+    with client_for(registry) as client:
+        if sync.head_digest(client, repository, tag or digest) is not None:
+            return
+    sync.forget(registry, repository, tag=tag or None, digest=None if tag else digest or None)
 
 
 def forget_handled_events() -> int:

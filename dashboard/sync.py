@@ -155,7 +155,7 @@ class Readout:
     fetched: dict[str, Content] = field(default_factory=dict)
     absent: set[str] = field(default_factory=set)  # digests the registry answered 404 for
     unsettled: set[str] = field(default_factory=set)  # tags caught mid-delete (tombstones)
-    pinned_present: dict[str, bool] = field(default_factory=dict)
+    kept_present: dict[str, bool] = field(default_factory=dict)  # untagged kept digests checked
 
     def add(self, digest: str, content: Content | None) -> None:
         if content is None:
@@ -169,13 +169,14 @@ def read_repository(
     name: str,
     *,
     known: Callable[[set[str]], set[str]],
-    pinned: Collection[str] = (),
+    kept: Collection[str] = (),
     tags: Iterable[str] | None = None,
     mapper: Mapper = map,
 ) -> Readout:
-    """Read one repository: all its tags (or just `tags`), their digests, and the content of
-    every digest `known` does not return. Only the calling thread calls `known`, so it may
-    query the database; `mapper` runs the requests, e.g. on a thread pool."""
+    """Read one repository: all its tags (or just `tags`), their digests, the content of every
+    digest `known` does not return, and whether the registry still has each digest of `kept`
+    that no tag points at (see `kept_digests`). Only the calling thread calls `known`, so it
+    may query the database; `mapper` runs the requests, e.g. on a thread pool."""
     complete = tags is None
     names = client.tags(name) if tags is None else list(tags)
     digests = mapper(partial(head_digest, client, name), names)
@@ -190,10 +191,9 @@ def read_repository(
             if content is not None:
                 wanted.update(content.child_digests)
     _settle(readout)
-    tagged = set(readout.heads.values())
-    unknown_pins = sorted(set(pinned) - tagged)
-    found = mapper(partial(head_digest, client, name), unknown_pins)
-    readout.pinned_present = {digest: answer is not None for digest, answer in zip(unknown_pins, found)}
+    untagged = sorted(set(kept) - set(readout.heads.values()))
+    found = mapper(partial(head_digest, client, name), untagged)
+    readout.kept_present = {digest: answer is not None for digest, answer in zip(untagged, found)}
     return readout
 
 
@@ -429,8 +429,10 @@ def _apply(
     new_tags = [tag for tag in target if tag not in tags]
     moved = [tag for tag in target if tag in tags and digest_of[tags[tag][1]] != target[tag]]
     _write_tags(repository, tags, target, new_tags, moved, gone, cached, source, now, user)
-    # A digest deleted once and pushed again: the HEAD just found it, so it is no longer missing.
-    found = [cached[digest].id for digest in set(target.values()) if cached[digest].missing_since is not None]
+    # A digest deleted once and pushed again, or marked missing on a stale notification: a HEAD
+    # just found it, so it is no longer missing.
+    present = set(target.values()) | {digest for digest, there in readout.kept_present.items() if there}
+    found = [cached[d].id for d in present if d in cached and cached[d].missing_since is not None]
     if found:
         Manifest.objects.filter(id__in=found).update(missing_since=None)
     seen = Tag.objects.filter(repository=repository)
@@ -439,7 +441,7 @@ def _apply(
     seen.update(last_seen_at=now)
 
     untouched = {digest_of[manifest_id] for tag, (_, manifest_id) in tags.items() if tag not in gone | target.keys()}
-    pruned = prune(repository, cached, set(target.values()) | untouched, readout.pinned_present, now)
+    pruned = prune(repository, cached, set(target.values()) | untouched, readout.kept_present, now)
     result.changed = bool(new_tags or moved or gone or created or pruned)
     updates: dict[str, Any] = {"last_sync_error": "", "last_sync_error_at": None}
     if readout.complete:
@@ -765,12 +767,11 @@ def sync_repository(
     registry: Registry, client: RegistryClient, name: str, *, source: str = Source.SYNC, workers: int = 8
 ) -> RepositoryResult:
     """Sync one repository completely: tag list, every tag's digest, new content, pruning."""
-    pins = Pin.objects.filter(repository__registry=registry, repository__name=name)
-    pinned = set(pins.values_list("digest", flat=True))
+    kept = kept_digests(registry, name).get(name, set())
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="sync-request") as pool:
             readout = read_repository(
-                client, name, known=partial(_known_in_database, registry, name), pinned=pinned, mapper=pool.map
+                client, name, known=partial(_known_in_database, registry, name), kept=kept, mapper=pool.map
             )
         return write_repository(registry, client, readout, source=source)
     except RegistryError as error:
@@ -847,6 +848,22 @@ def _connection_failed(error: RegistryError) -> bool:
     return isinstance(error, Unavailable) and error.status is None
 
 
+def kept_digests(registry: Registry, name: str | None = None) -> dict[str, set[str]]:
+    """Per repository (or for `name` only), the digests a sync checks the registry still has
+    even when no tag points at them: pinned ones, and cached ones marked missing (kept as
+    previous digests, pins or platform images, so at most ROLLBACK_DEPTH per tag besides pins),
+    which a stale or forged delete notification may have marked wrongly. One HEAD each."""
+    pins = Pin.objects.filter(repository__registry=registry)
+    missing = Manifest.objects.filter(repository__registry=registry, missing_since__isnull=False)
+    if name is not None:
+        pins, missing = pins.filter(repository__name=name), missing.filter(repository__name=name)
+    kept: dict[str, set[str]] = {}
+    for rows in (pins, missing):
+        for repository_name, digest in rows.values_list("repository__name", "digest"):
+            kept.setdefault(repository_name, set()).add(digest)
+    return kept
+
+
 def _known_in_database(registry: Registry, name: str, digests: set[str]) -> set[str]:
     """Digests whose content need not be fetched: cached for this repository, or cached
     without errors for another one."""
@@ -893,9 +910,7 @@ def _sync_all(
 ) -> None:
     """Read repositories a few ahead on threads while this thread writes them in order."""
     index = _DigestIndex(registry)
-    pins: dict[str, set[str]] = {}
-    for name, digest in Pin.objects.filter(repository__registry=registry).values_list("repository__name", "digest"):
-        pins.setdefault(name, set()).add(digest)
+    kept = kept_digests(registry)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="sync-request") as request_pool,
         ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="sync-read") as read_pool,
@@ -903,7 +918,7 @@ def _sync_all(
 
         def read(name: str) -> Readout:
             return read_repository(
-                client, name, known=partial(index.known, name), pinned=pins.get(name, ()), mapper=request_pool.map
+                client, name, known=partial(index.known, name), kept=kept.get(name, ()), mapper=request_pool.map
             )
 
         pending: deque[tuple[str, Future[Readout]]] = deque()

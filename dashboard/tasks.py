@@ -91,8 +91,17 @@ def process_notification_task(registry_id: int, repository: str, tag: str, diges
     notifications.sync_pushed_tag(registry_id, repository, tag, digest)
 
 
+@task()
+def process_delete_notification_task(registry_id: int, repository: str, tag: str, digest: str) -> None:
+    """Forget a tag or digest the registry reported deleted, if the registry confirms it."""
+    notifications.sync_deleted(registry_id, repository, tag, digest)
+
+
 # What notifications.dispatch(function, ...) queues for each function it is handed.
-BACKGROUND_TASKS = {notifications.sync_pushed_tag: process_notification_task}
+BACKGROUND_TASKS = {
+    notifications.sync_pushed_tag: process_notification_task,
+    notifications.sync_deleted: process_delete_notification_task,
+}
 
 
 @task()

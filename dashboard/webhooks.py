@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -12,9 +13,11 @@ from django.views.decorators.http import require_POST
 from dashboard.notifications import (
     ENVELOPE_MEDIA_TYPES,
     InvalidEnvelope,
+    TooManyEvents,
     dispatch,
     handle_events,
     parse_envelope,
+    sync_deleted,
     sync_pushed_tag,
 )
 from dashboard.registries import configured_registry
@@ -39,13 +42,17 @@ def registry_events(request: HttpRequest) -> HttpResponse:
         return _plain(f"Envelopes are limited to {limit} bytes.", status=413)
     try:
         events = parse_envelope(body)
+    except TooManyEvents as error:
+        return _plain(f"Envelope refused: {error}.", status=413)
     except InvalidEnvelope as error:
         return _plain(f"Not a notification envelope: {error}.", status=400)
     registry = configured_registry()
-    pushes = handle_events(registry, events)
-    for event in pushes:
-        dispatch(sync_pushed_tag, registry.pk, event.repository, event.tag, event.digest)
-    return JsonResponse({"events": len(events), "pushes": len(pushes)})
+    to_check = handle_events(registry, events)
+    for event in to_check:
+        check = sync_pushed_tag if event.action == "push" else sync_deleted
+        dispatch(check, registry.pk, event.repository, event.tag, event.digest)
+    counts = Counter(event.action for event in to_check)
+    return JsonResponse({"events": len(events), "pushes": counts["push"], "deletes": counts["delete"]})
 
 
 def _plain(message: str, *, status: int) -> HttpResponse:

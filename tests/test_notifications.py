@@ -125,9 +125,13 @@ def test_envelope_media_types_and_size(client, cache, settings):
     assert post(client, envelope(), content_type=v2).status_code == 200
     assert post(client, envelope(), content_type="application/json").status_code == 200
     assert post(client, envelope(), content_type="text/plain").status_code == 415
+    mount = event("mount", "app", mediaType="application/octet-stream", digest="sha256:" + "1" * 64)
+    assert post(client, envelope(*[mount] * notifications.MAX_EVENTS)).status_code == 200
+    over = post(client, envelope(*[mount] * (notifications.MAX_EVENTS + 1)))
+    assert over.status_code == 413
+    assert f"more than the {notifications.MAX_EVENTS}" in over.content.decode()
     settings.REGISTRY_NOTIFICATIONS_MAX_BYTES = 100
-    padded = envelope(event("mount", "app", mediaType="application/octet-stream", digest="sha256:" + "1" * 64))
-    assert post(client, padded).status_code == 413
+    assert post(client, envelope(mount)).status_code == 413
     assert client.get(reverse("dashboard:registry-events"), headers={HEADER: SECRET}).status_code == 405
 
 
@@ -139,11 +143,13 @@ def test_a_delete_event_removes_the_rows_it_names_once(client, cache, pusher, re
     image = pusher.push_image(repo_name, ["1.0", "latest"], unique="deleted")
     kept = pusher.push_image(repo_name, "2.0", unique="kept")
     sync(cache, repo_name)
+    with RegistryClient(cache.url) as registry_client:
+        registry_client.delete_manifest(repo_name, image.digest)
     deleted = envelope(event("delete", repo_name, digest=image.digest, event_id="delete-1"))
 
     response = post(client, deleted)
 
-    assert response.status_code == 200
+    assert response.json() == {"events": 1, "pushes": 0, "deletes": 1}
     assert dict(Tag.objects.filter(repository__name=repo_name).values_list("name", "manifest__digest")) == {
         "2.0": kept.digest
     }
@@ -160,8 +166,35 @@ def test_a_delete_event_removes_the_rows_it_names_once(client, cache, pusher, re
     assert Tag.objects.filter(repository__name=repo_name, name="latest").exists()
     assert NotificationEvent.objects.filter(event_id="delete-1").count() == 1
 
+    with RegistryClient(cache.url) as registry_client:
+        registry_client.delete_tag(repo_name, "latest")
     assert post(client, envelope(event("delete", repo_name, tag="latest"))).status_code == 200
     assert not Tag.objects.filter(repository__name=repo_name, name="latest").exists()
+
+
+@pytest.mark.django_db
+def test_a_delete_event_for_what_the_registry_still_has_forgets_nothing(client, cache, pusher, repo_name):
+    """A forged or stale event: the previous digest stays a rollback candidate, the tag stays."""
+    previous = pusher.push_image(repo_name, "latest", unique="previous")
+    sync(cache, repo_name)
+    current = pusher.push_image(repo_name, "latest", unique="current")
+    sync(cache, repo_name)
+
+    response = post(
+        client, envelope(event("delete", repo_name, digest=previous.digest), event("delete", repo_name, tag="latest"))
+    )
+
+    assert Manifest.objects.get(repository__name=repo_name, digest=previous.digest).missing_since is None
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == current.digest
+    assert Repository.objects.get(name=repo_name).tag_history.filter(until__isnull=True).count() == 1
+    assert response.json() == {"events": 2, "pushes": 0, "deletes": 2}
+
+
+@pytest.mark.django_db
+def test_a_delete_event_for_a_repository_never_cached_creates_nothing(client, cache, repo_name):
+    post(client, envelope(event("delete", repo_name, tag="latest"), event("delete", repo_name, digest="sha256:" + "2" * 64)))
+
+    assert not Repository.objects.filter(name=repo_name).exists()
 
 
 @pytest.mark.django_db
@@ -220,7 +253,7 @@ def test_a_push_event_syncs_the_pushed_tag(client, cache, pusher, repo_name):
     response = post(client, envelope(blob, by_digest, pushed))
 
     # Tests run tasks immediately (TASK_BACKEND=immediate): the sync is done by now.
-    assert response.json() == {"events": 3, "pushes": 1}
+    assert response.json() == {"events": 3, "pushes": 1, "deletes": 0}
     tag = Tag.objects.get(repository__name=repo_name)
     assert (tag.name, tag.manifest.digest) == ("1.0", image.digest)
     assert list(NotificationEvent.objects.values_list("action", flat=True)) == ["push"]

@@ -270,6 +270,25 @@ def test_a_kept_digest_deleted_by_digest_is_marked_missing_and_found_again_when_
     assert row.missing_since is None
 
 
+def test_a_kept_digest_marked_missing_while_the_registry_has_it_is_found_again_by_the_next_sync(
+    cache, pusher, repo_name
+):
+    """As a stale or forged delete notification used to leave it: the rollback candidate came back."""
+    old = pusher.push_image(repo_name, "latest", unique="old")
+    sync_fresh(cache, repo_name)
+    pusher.push_image(repo_name, "latest", unique="new")
+    sync_fresh(cache, repo_name)
+    Manifest.objects.filter(repository__name=repo_name, digest=old.digest).update(missing_since=CREATED)
+
+    client = sync_fresh(cache, repo_name)
+
+    assert Manifest.objects.get(repository__name=repo_name, digest=old.digest).missing_since is None
+    assert client.request_counts["head_manifest"] == 2  # `latest`, and the one digest marked missing
+
+    client = sync_fresh(cache, repo_name)
+    assert client.request_counts["head_manifest"] == 1  # nothing marked missing: nothing extra
+
+
 def test_deleted_tags_are_pruned_and_an_emptied_repository_stays_visible(cache, pusher, repo_name):
     old = pusher.push_image(repo_name, ["1.0", "latest"], unique="old")
     new = pusher.push_image(repo_name, "2.0", unique="new")
