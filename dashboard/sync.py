@@ -150,6 +150,7 @@ class Readout:
     """What the registry said about one repository."""
 
     name: str
+    started_at: datetime  # before the first request: cache rows written later know more
     heads: dict[str, str | None]  # tag -> digest; None when the tag is gone
     complete: bool  # heads covers every tag, so tags missing from it are gone
     fetched: dict[str, Content] = field(default_factory=dict)
@@ -177,10 +178,11 @@ def read_repository(
     digest `known` does not return, and whether the registry still has each digest of `kept`
     that no tag points at (see `kept_digests`). Only the calling thread calls `known`, so it
     may query the database; `mapper` runs the requests, e.g. on a thread pool."""
+    started_at = timezone.now()
     complete = tags is None
     names = client.tags(name) if tags is None else list(tags)
     digests = mapper(partial(head_digest, client, name), names)
-    readout = Readout(name, dict(zip(names, digests)), complete)
+    readout = Readout(name, started_at, dict(zip(names, digests)), complete)
     wanted = {digest for digest in readout.heads.values() if digest}
     # Index children are only known once their index is read: a second round, rarely a third.
     while wanted:
@@ -417,11 +419,14 @@ def _apply(
     cached = _cached_manifests(repository)
     rows = Tag.objects.filter(repository=repository).values_list("id", "name", "manifest_id")
     tags = {name: (tag_id, manifest_id) for tag_id, name, manifest_id in rows}
-    target = {tag: digest for tag, digest in readout.heads.items() if digest and tag not in readout.unsettled}
+    # Left as cached: tags caught mid-delete, and tags another writer (a notification, a
+    # restore) moved, created or deleted after this readout began: what it wrote is newer.
+    unsettled = readout.unsettled | _changed_since(repository, readout.started_at)
+    target = {tag: digest for tag, digest in readout.heads.items() if digest and tag not in unsettled}
     if readout.complete:
-        gone = set(tags) - set(target) - readout.unsettled
+        gone = set(tags) - set(target) - unsettled
     else:
-        gone = {tag for tag, digest in readout.heads.items() if digest is None and tag in tags}
+        gone = {tag for tag, digest in readout.heads.items() if digest is None and tag in tags and tag not in unsettled}
     result = RepositoryResult(readout.name, tags=len(target), removed_tags=len(gone))
 
     created = _create_manifests(repository, readout, cached, set(target.values()), now, result)
@@ -450,6 +455,14 @@ def _apply(
         updates.update(repository_totals(repository))
     Repository.objects.filter(pk=repository.pk).update(**updates)
     return result
+
+
+def _changed_since(repository: Repository, moment: datetime) -> set[str]:
+    """Tags of the repository whose history a writer opened or closed after `moment`. Every
+    write of a Tag row (create, move, delete) opens or closes a period stamped with the time
+    of the write, which comes after the writer's own registry reads."""
+    changed = TagHistory.objects.filter(repository=repository).filter(Q(since__gt=moment) | Q(until__gt=moment))
+    return set(changed.values_list("tag", flat=True))
 
 
 def _write_tags(
@@ -743,6 +756,9 @@ def sync_registry(
     summary = SyncSummary()
     try:
         check_registry(registry, client)
+        # Before the catalog walk: a repository first cached during it (a notification's push)
+        # is not one the walk missed.
+        cached_before = set(Repository.objects.filter(registry=registry).values_list("name", flat=True))
         names = [repository] if repository is not None else list(client.catalog())
     except RegistryError as error:
         record_failure(registry, None if repository is None else [repository], error)
@@ -754,7 +770,7 @@ def sync_registry(
                 progress(1, 1, repository)
         else:
             _sync_all(registry, client, names, workers, progress, summary)
-            summary.removed_repositories = _remove_vanished(registry, names)
+            summary.removed_repositories = _remove_vanished(registry, client, cached_before - set(names))
             if not summary.failed:
                 Registry.objects.filter(pk=registry.pk).update(last_successful_sync_at=timezone.now())
     finally:
@@ -966,12 +982,20 @@ def _finish(
     return None
 
 
-def _remove_vanished(registry: Registry, names: list[str]) -> int:
-    """Delete repositories the (completely read) catalog no longer lists. Distribution never
-    drops a name, even when every tag is gone, so this only follows a storage wipe."""
-    listed = set(names)
-    rows = Repository.objects.filter(registry=registry).values_list("pk", "name")
-    vanished = [pk for pk, name in rows if name not in listed]
+def _remove_vanished(registry: Registry, client: RegistryClient, unlisted: set[str]) -> int:
+    """Delete the repositories cached before the walk that the (completely read) catalog did not
+    list and whose tag list the registry no longer knows (a push since the catalog was read
+    brings a name back). Distribution never drops a name, even when every tag is gone, so this
+    only follows a storage wipe."""
+    gone = set()
+    for name in sorted(unlisted):
+        try:
+            client.tags(name)
+        except NotFound:
+            gone.add(name)
+        except RegistryError as error:
+            logger.warning("Kept %s, missing from the catalog: its tag list failed: %s", name, error)
+    vanished = list(Repository.objects.filter(registry=registry, name__in=gone).values_list("pk", flat=True))
     if vanished:
         logger.warning("Removing %d repositories no longer in the catalog of %s", len(vanished), registry.url)
         # Tags first: their PROTECT key to Manifest stops a cascade that reaches both at once.

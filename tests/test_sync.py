@@ -23,7 +23,7 @@ from django.test.utils import CaptureQueriesContext
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import RegistryClient, Unavailable
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
-from dashboard import sync
+from dashboard import notifications, sync
 from dashboard.sync import Source, sync_registry, sync_repository, sync_tag
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer, start_registry
@@ -336,6 +336,39 @@ def test_a_pinned_version_stays_cached_and_is_marked_when_the_registry_loses_it(
     assert row.missing_since is not None
 
 
+def test_a_sync_leaves_alone_tags_written_after_its_readout_began(cache, pusher, repo_name, monkeypatch):
+    """Notifications land between the sync's registry reads and its write: their newer moves
+    and deletes stand, and no history period that never happened is written."""
+    old = pusher.push_image(repo_name, ["latest", "build-1"], unique="old")
+    sync_fresh(cache, repo_name)
+    write = sync.write_repository
+    pushed = []
+
+    def notifications_first(registry, client, readout, **options):
+        if not pushed:
+            pushed.append(pusher.push_image(repo_name, "latest", unique="new"))
+            sync_tag(registry, client, repo_name, "latest", source=Source.NOTIFICATION)
+            client.delete_tag(repo_name, "build-1")
+            sync.forget(registry, repo_name, tag="build-1")
+        return write(registry, client, readout, **options)
+
+    monkeypatch.setattr(sync, "write_repository", notifications_first)
+    sync_fresh(cache, repo_name)
+
+    new = pushed[0]
+    assert cached_tags(repo_name) == {"latest": new.digest}
+    assert periods(repo_name, "latest") == [
+        (old.digest, False, Source.SYNC, Source.NOTIFICATION),
+        (new.digest, True, Source.NOTIFICATION, ""),
+    ]
+    assert periods(repo_name, "build-1") == [(old.digest, False, Source.SYNC, Source.NOTIFICATION)]
+
+    monkeypatch.setattr(sync, "write_repository", write)
+    sync_fresh(cache, repo_name)  # the next sync, read after those writes, changes nothing
+    assert cached_tags(repo_name) == {"latest": new.digest}
+    assert len(periods(repo_name, "latest")) == 2
+
+
 def test_sync_tag_updates_that_tag_only(cache, pusher, repo_name):
     first = pusher.push_image(repo_name, ["a", "b"], unique="first")
     sync_fresh(cache, repo_name)
@@ -525,6 +558,45 @@ def test_a_repository_gone_from_the_catalog_is_removed_after_a_complete_walk(own
 
     assert summary.removed_repositories == 1
     assert list(Repository.objects.values_list("name", flat=True)) == ["keep"]
+
+
+def test_a_repository_pushed_again_after_the_catalog_was_read_is_kept(own_registry):
+    pusher = ImagePusher(own_registry.url)
+    for name in ["keep", "wiped"]:
+        pusher.push_image(name, "1.0", unique=name)
+    cache = Registry.objects.create(name="own", url=own_registry.url)
+    with RegistryClient(cache.url) as client:
+        sync_registry(cache, client)
+    own_registry.stop()
+    shutil.rmtree(own_registry.root / "storage/docker/registry/v2/repositories/wiped")
+    own_registry.start()
+
+    def push_again(done: int, total: int, name: str) -> None:
+        pusher.push_image("wiped", "2.0", unique="again")  # no notification: the sync must ask
+
+    with RegistryClient(cache.url) as client:
+        summary = sync_registry(cache, client, progress=push_again)
+
+    assert summary.removed_repositories == 0
+    assert sorted(Repository.objects.values_list("name", flat=True)) == ["keep", "wiped"]
+
+
+def test_a_repository_first_cached_during_the_walk_is_kept(own_registry):
+    pusher = ImagePusher(own_registry.url)
+    pusher.push_image("first", "1.0", unique="first")
+    cache = Registry.objects.create(name="own", url=own_registry.url)
+
+    def push_late(done: int, total: int, name: str) -> None:
+        # After the catalog was read: a push, and its notification syncing the new repository.
+        late = pusher.push_image("late", "1.0", unique="late")
+        notifications.sync_pushed_tag(cache.pk, "late", "1.0", late.digest)
+
+    with RegistryClient(cache.url) as client:
+        summary = sync_registry(cache, client, progress=push_late)
+
+    assert summary.removed_repositories == 0
+    assert sorted(Repository.objects.values_list("name", flat=True)) == ["first", "late"]
+    assert cached_tags("late").keys() == {"1.0"}
 
 
 # Concurrency and the command --------------------------------------------------------------------
