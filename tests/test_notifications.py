@@ -167,7 +167,7 @@ def test_a_delete_event_removes_the_rows_it_names_once(client, cache, pusher, re
     assert NotificationEvent.objects.filter(event_id="delete-1").count() == 1
 
     with RegistryClient(cache.url) as registry_client:
-        registry_client.delete_tag(repo_name, "latest")
+        registry_client.delete_tag(repo_name, "latest", image.digest)
     assert post(client, envelope(event("delete", repo_name, tag="latest"))).status_code == 200
     assert not Tag.objects.filter(repository__name=repo_name, name="latest").exists()
 
