@@ -348,7 +348,7 @@ def test_a_sync_leaves_alone_tags_written_after_its_readout_began(cache, pusher,
         if not pushed:
             pushed.append(pusher.push_image(repo_name, "latest", unique="new"))
             sync_tag(registry, client, repo_name, "latest", source=Source.NOTIFICATION)
-            client.delete_tag(repo_name, "build-1")
+            client.delete_tag(repo_name, "build-1", old.digest)
             sync.forget(registry, repo_name, tag="build-1")
         return write(registry, client, readout, **options)
 
