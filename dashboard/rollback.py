@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,7 +20,7 @@ from django.db.models import Max
 from django.http import HttpRequest
 
 from dashboard import sql
-from dashboard.actions import ActionRefused, check_digest, current_digest, guarded_action
+from dashboard.actions import ActionRefused, DigestMoved, current_digest, guarded_action
 from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
 from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
@@ -327,6 +328,24 @@ def _fetch_target(registry: Registry, client: RegistryClient, repository: str, d
     return fetched
 
 
+def _check_unchanged(
+    registry: Registry, client: RegistryClient, repository: str, tag: str, expected: str | None
+) -> str | None:
+    """The digest guard of a restore: the tag still points at `expected` (None: still does not
+    exist). A refusal re-reads the tag, so its history shows the push that moved it."""
+    current = current_digest(client, repository, tag)
+    if current == expected:
+        return current
+    with suppress(RegistryError):
+        sync_tag(registry, client, repository, tag, source=TagHistory.Source.SYNC)
+    if expected:
+        raise DigestMoved(tag, expected, current)
+    raise ActionRefused(
+        f"Tag {tag} already exists (it points at {current}). Nothing was changed; reload and check it before moving it.",
+        status=409,
+    )
+
+
 def restore_tag(
     request: HttpRequest | None,
     user,
@@ -353,20 +372,16 @@ def restore_tag(
             validate_digest(expected)
         action.digest_after = digest
         client = client_for(registry)
-        if expected:
-            previous = check_digest(client, repository.name, tag, expected)
-        else:
-            previous = current_digest(client, repository.name, tag)
-            if previous is not None:
-                raise ActionRefused(
-                    f"Tag {tag} already exists (it points at {previous}). Nothing was changed; "
-                    "reload and check it before moving it.",
-                    status=409,
-                )
+        previous = _check_unchanged(registry, client, repository.name, tag, expected)
         if previous == digest:
             action.notes.append("the tag already pointed there; nothing was changed")
             return RestoreResult(tag, digest, previous, changed=False)
         fetched = _fetch_target(registry, client, repository.name, digest)
+        # Fetching the target took one request or several (an index's platform images): look at
+        # the tag again right before writing it. Distribution has no conditional writes (no
+        # If-Match on a manifest PUT), so a push landing between this HEAD and the PUT is still
+        # overwritten; one landing after the PUT is caught by the check below.
+        _check_unchanged(registry, client, repository.name, tag, expected)
         stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
         if stored != digest:
             raise DigestMismatch(digest, stored)

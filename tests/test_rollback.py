@@ -17,7 +17,15 @@ from django.urls import reverse
 from dashboard import deletion, rollback
 from dashboard.actions import ActionRefused
 from dashboard.models import ApiToken, AuditEntry, Manifest, Pin, Tag, TagHistory
-from tests.rollback_support import Dashboard, dashboard, people, skopeo_digest  # noqa: F401 (fixtures)
+from tests.rollback_support import (  # noqa: F401 (fixtures)
+    Dashboard,
+    dashboard,
+    people,
+    proxied,
+    proxy,
+    skopeo_digest,
+)
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.images import ImagePusher, PushedImage
 
 pytestmark = pytest.mark.django_db
@@ -135,6 +143,43 @@ def test_restore_is_refused_when_the_tag_moved_since_it_was_shown(two_releases, 
     assert (entry.outcome, entry.digest_before) == ("refused", v2.digest)
 
 
+def test_a_hotfix_pushed_while_the_restore_fetches_its_target_is_not_overwritten(
+    proxied: Dashboard, proxy: FaultProxy, people, pusher, repo_name
+):
+    v1 = pusher.push_index(repo_name, ("1.0", "production"), fmt="oci", created=JAN, unique=f"{repo_name}-1")
+    proxied.sync(repo_name)
+    v2 = pusher.push_index(repo_name, ("2.0", "production"), fmt="oci", created=FEB, unique=f"{repo_name}-2")
+    repository = proxied.sync(repo_name)
+    hotfix = []
+    # The restore GETs the index, then HEADs each platform image: the hotfix lands at the last one.
+    proxy.set_fault(
+        Fault(
+            "hook",
+            methods={"HEAD"},
+            path=f"/manifests/{v1.children[-1].digest}$",
+            times=1,
+            action=lambda: hotfix.append(release(pusher, repo_name, "2.0.1", MAR, "production")),
+        )
+    )
+
+    with pytest.raises(ActionRefused) as refused:
+        rollback.restore_tag(
+            None, people.operator, proxied.registry, repository, tag="production", digest=v1.digest, expected=v2.digest
+        )
+
+    (fix,) = hotfix
+    assert refused.value.status == 409
+    assert v2.digest in refused.value.message and fix.digest in refused.value.message
+    assert proxy.count("PUT", r"/manifests/production$") == 0
+    assert pusher.head_digest(repo_name, "production") == fix.digest
+    assert Tag.objects.get(repository=repository, name="production").manifest.digest == fix.digest
+    # The hotfix is in the tag's history, after 2.0.
+    periods = TagHistory.objects.filter(repository=repository, tag="production").order_by("since", "id")
+    assert [period.digest for period in periods] == [v1.digest, v2.digest, fix.digest]
+    entry = audit_rows(repo_name, "restore")[-1]
+    assert (entry.outcome, entry.digest_before, entry.digest_after) == ("refused", v2.digest, v1.digest)
+
+
 def test_a_push_landing_right_after_the_restore_is_reported_not_taken_for_a_registry_failure(
     two_releases, dashboard, people, pusher, monkeypatch
 ):
@@ -146,9 +191,9 @@ def test_a_push_landing_right_after_the_restore_is_reported_not_taken_for_a_regi
 
     def push_first(client, repo, reference):
         # CI pushes 3.0 to production between the restore's PUT and its check: the restore
-        # HEADs the tag twice, for the digest guard and after the PUT.
+        # HEADs the tag three times, for the digest guard, right before the PUT and after it.
         heads.append(reference)
-        if heads.count("production") == 2 and not pushed:
+        if heads.count("production") == 3 and not pushed:
             pushed.append(release(pusher, repository.name, "3.0", MAR, "production"))
         return real_head(client, repo, reference)
 
