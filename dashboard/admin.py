@@ -102,6 +102,14 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
             self.delete_model(request, policy)
 
 
+@admin.register(models.TrustedKey)
+class TrustedKeyAdmin(admin.ModelAdmin):
+    """Keys whose signatures count as verified; adding or removing one re-checks every version."""
+
+    list_display = ["name", "created_at"]
+    readonly_fields = ["created_at"]
+
+
 @admin.register(models.DeletedVersion)
 class DeletedVersionAdmin(ReadOnlyAdmin):
     """What was deleted through the dashboard and the bytes the registry's garbage collection can

@@ -54,3 +54,21 @@ def check_static_manifest(app_configs, **kwargs) -> list[checks.CheckMessage]:
             id="dashboard.E002",
         )
     ]
+
+
+@checks.register()
+def check_signature_public_keys(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Each SIGNATURE_PUBLIC_KEYS file must hold a key the dashboard can check signatures with:
+    a key left out silently would show every version it signed as unverified."""
+    from dashboard.attachments import key_files
+    from dashboard.supplychain.signatures import load_public_key
+
+    errors = []
+    for path, pem in key_files():
+        try:
+            load_public_key(pem)
+        except ValueError as error:
+            reason = "cannot be read" if not pem else str(error)
+            message = f"SIGNATURE_PUBLIC_KEYS: {path} {reason}."
+            errors.append(checks.Error(message, hint="List PEM public key files.", id="dashboard.E003"))
+    return errors

@@ -506,3 +506,121 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Audit entries are append-only")
+
+
+# Supply chain: what CI attached to each version (dashboard/attachments.py fills these) ---------
+
+
+class TrustedKey(models.Model):
+    """A public key whose signatures count as verified; SIGNATURE_PUBLIC_KEYS names more."""
+
+    name = models.CharField(max_length=100, unique=True)
+    public_key = models.TextField(help_text="PEM: -----BEGIN PUBLIC KEY----- (ECDSA P-256/P-384, RSA, Ed25519).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from dashboard.supplychain.signatures import load_public_key
+
+        try:
+            load_public_key(self.public_key)
+        except ValueError as error:
+            raise ValidationError({"public_key": str(error)}) from error
+
+
+class Attachment(models.Model):
+    """One payload attached to a version: a layer of a cosign signature, attestation or SBOM
+    manifest, of an OCI referrer, or of a BuildKit attestation manifest. Read once per artifact
+    digest; deleted with the artifact's manifest row."""
+
+    class Via(models.TextChoices):
+        COSIGN = "cosign", "cosign tag"
+        REFERRER = "referrer", "OCI referrer"
+        BUILDKIT = "buildkit", "BuildKit attestation"
+
+    manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="attachments")
+    subject_digest = models.CharField(max_length=100, help_text="The version it is attached to.")
+    via = models.CharField(max_length=10, choices=Via.choices)
+    layer_index = models.PositiveSmallIntegerField(default=0)
+    layer_digest = models.CharField(max_length=100, blank=True)
+    media_type = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=20)  # dashboard.supplychain.documents.Kind
+    format = models.CharField(max_length=100, blank=True)
+    predicate_type = models.CharField(max_length=255, blank=True)
+    about_subject = models.BooleanField(default=True, help_text="False when the document names other digests only.")
+    # The exact bytes the signatures cover (a simple-signing payload, or a DSSE envelope's PAE),
+    # kept so a key added later re-checks them without fetching again.
+    signed_data = models.BinaryField(null=True, blank=True)
+    signatures = models.JSONField(default=list, blank=True, help_text="Base64 signatures over signed_data.")
+    signature_status = models.CharField(max_length=12, default="unsigned")
+    signature_key = models.CharField(max_length=100, blank=True)
+    signature_reason = models.CharField(max_length=500, blank=True)
+    scanner = models.CharField(max_length=100, blank=True)
+    scanner_version = models.CharField(max_length=100, blank=True)
+    scanned_at = models.DateTimeField(null=True, blank=True)
+    critical = models.PositiveIntegerField(default=0)
+    high = models.PositiveIntegerField(default=0)
+    medium = models.PositiveIntegerField(default=0)
+    low = models.PositiveIntegerField(default=0)
+    unknown = models.PositiveIntegerField(default=0)
+    provenance = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(max_length=500, blank=True, help_text="Why it could not be read.")
+    retry = models.BooleanField(default=False, help_text="The registry failed while reading it: read again.")
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+                fields=["manifest", "subject_digest", "layer_index"], name="unique_attachment_layer"
+            )]
+        indexes = [models.Index(fields=["subject_digest"])]
+
+    def __str__(self) -> str:
+        return f"{self.format or self.kind} for {self.subject_digest}"
+
+
+class Finding(models.Model):
+    """One vulnerability an attached report lists."""
+
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="findings")
+    vulnerability_id = models.CharField(max_length=200)
+    severity = models.CharField(max_length=10)
+    package = models.CharField(max_length=255, blank=True)
+    installed = models.CharField(max_length=255, blank=True)
+    fixed_in = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    url = models.CharField(max_length=1000, blank=True, help_text="https only.")
+
+
+class SbomPackage(models.Model):
+    """One package an attached SBOM or report lists."""
+
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="packages")
+    name = models.CharField(max_length=255, db_index=True)
+    version = models.CharField(max_length=255, blank=True)
+    purl = models.CharField(max_length=1000, blank=True)
+
+
+class VersionSecurity(models.Model):
+    """What the attachments say about one version, summed up for badges and the API: the
+    signature status and the counts of the newest report about it."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="version_security")
+    digest = models.CharField(max_length=100)
+    signature_status = models.CharField(max_length=12, default="unsigned")
+    signature_key = models.CharField(max_length=100, blank=True)
+    report = models.ForeignKey(Attachment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    critical = models.PositiveIntegerField(default=0)
+    high = models.PositiveIntegerField(default=0)
+    medium = models.PositiveIntegerField(default=0)
+    low = models.PositiveIntegerField(default=0)
+    unknown = models.PositiveIntegerField(default=0)
+    attachment_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "version security"
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="unique_version_security")]
+
+    def __str__(self) -> str:
+        return f"{self.repository_id}@{self.digest}: {self.signature_status}"

@@ -8,8 +8,8 @@ from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from dashboard import audit
-from dashboard.models import AccessRule, AuditEntry
+from dashboard import attachments, audit
+from dashboard.models import AccessRule, AuditEntry, TrustedKey
 
 OK = AuditEntry.Outcome.OK
 REFUSED = AuditEntry.Outcome.REFUSED
@@ -77,3 +77,15 @@ def audit_membership(sender, instance, action: str, reverse: bool, pk_set: set |
         groups = sorted(Group.objects.filter(pk__in=pk_set).values_list("name", flat=True))
     verb = "added to" if action == "post_add" else "removed from"
     _record_access_change("membership_changed", f"{', '.join(users)} {verb} {', '.join(groups)}")
+
+
+@receiver(post_save, sender=TrustedKey)
+def trusted_key_saved(sender, instance: TrustedKey, created: bool, **kwargs) -> None:
+    _record_access_change("trusted_key_changed", f"{'added' if created else 'changed'} trusted key {instance.name}")
+    attachments.summarize_all()
+
+
+@receiver(post_delete, sender=TrustedKey)
+def trusted_key_deleted(sender, instance: TrustedKey, **kwargs) -> None:
+    _record_access_change("trusted_key_changed", f"removed trusted key {instance.name}")
+    attachments.summarize_all()

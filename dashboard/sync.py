@@ -32,7 +32,7 @@ from django.db.models import Count, F, Max, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from dashboard import storage
+from dashboard import attachments, storage
 from dashboard.models import Manifest, ManifestBlob, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import (
     FetchedManifest,
@@ -401,12 +401,15 @@ def write_repository(
     for _attempt in range(WRITE_ATTEMPTS):
         try:
             with transaction.atomic():
-                return _apply(repository, readout, source, now, user)
+                result = _apply(repository, readout, source, now, user)
         except _MissingContent as missing:
             # Outside the transaction: registry reads never hold the write lock.
             for digest in sorted(missing.digests):
                 readout.add(digest, _fetch_content(client, readout.name, digest))
             _settle(readout)
+            continue
+        attachments.read_attachments(client, repository, changed=result.changed)
+        return result
     raise RegistryError(f"The content of {readout.name} kept changing during the sync; try again")
 
 

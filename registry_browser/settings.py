@@ -242,3 +242,9 @@ REGISTRY_SYNC_WORKERS = env_int("REGISTRY_SYNC_WORKERS", 8)
 REGISTRY_NOTIFICATIONS_SECRET = env_str("REGISTRY_NOTIFICATIONS_SECRET")
 REGISTRY_NOTIFICATIONS_HEADER = env_str("REGISTRY_NOTIFICATIONS_HEADER", "X-Registry-Secret")
 REGISTRY_NOTIFICATIONS_MAX_BYTES = env_int("REGISTRY_NOTIFICATIONS_MAX_BYTES", 1024 * 1024)
+
+# Supply chain: see dashboard/attachments.py. PEM public keys (comma-separated file paths; a
+# key's name is its file name without extension) whose signatures count as verified, besides
+# the keys admins add; and the largest attached payload the sync downloads.
+SIGNATURE_PUBLIC_KEYS = env_list("SIGNATURE_PUBLIC_KEYS", [])
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 16 * 1024 * 1024)

@@ -45,3 +45,21 @@ def test_with_debug_on_static_files_need_no_manifest(settings, tmp_path):
     settings.STATIC_ROOT = tmp_path
     settings.STORAGES = {**settings.STORAGES, "staticfiles": MANIFEST_STORAGE}
     assert check_static_manifest(None) == []
+
+
+def test_signature_public_keys_check(settings, tmp_path):
+    from dashboard.checks import check_signature_public_keys
+    from tests.support.supplychain import make_key, public_pem
+
+    good = tmp_path / "release.pub"
+    good.write_bytes(public_pem(make_key("p384")))
+    junk = tmp_path / "junk.pub"
+    junk.write_bytes(b"-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    settings.SIGNATURE_PUBLIC_KEYS = [str(good), str(junk), str(tmp_path / "missing.pub")]
+
+    messages = check_signature_public_keys(None)
+
+    assert [(m.id, m.msg) for m in messages] == [
+        ("dashboard.E003", f"SIGNATURE_PUBLIC_KEYS: {junk} Not a PEM public key (-----BEGIN PUBLIC KEY-----)."),
+        ("dashboard.E003", f"SIGNATURE_PUBLIC_KEYS: {tmp_path / 'missing.pub'} cannot be read."),
+    ]

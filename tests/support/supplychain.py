@@ -310,3 +310,110 @@ def as_bytes(document: dict[str, Any]) -> bytes:
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# Pushing them next to an image, as cosign, oras and BuildKit lay them out ------------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def _descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "size": len(data), "digest": digest_of(data), **extra}
+
+
+def push_cosign(pusher, repository: str, subject: str, suffix: str, layers: list[tuple[str, bytes, dict[str, str]]]) -> str:
+    """A cosign `sha256-<hex>.<suffix>` manifest: cosign's placeholder image config and one
+    layer per (media type, payload, annotations). Returns the manifest's digest."""
+    config = json.dumps(
+        {
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [digest_of(data) for _, data, _ in layers]},
+            "config": {},
+        },
+        separators=(",", ":"),
+    ).encode()
+    for blob in [config, *(data for _, data, _ in layers)]:
+        pusher.upload_blob(repository, blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _descriptor(OCI_CONFIG, config),
+        "layers": [
+            _descriptor(media_type, data, **({"annotations": annotations} if annotations else {}))
+            for media_type, data, annotations in layers
+        ],
+    }
+    raw = json.dumps(manifest, separators=(",", ":")).encode()
+    tag = f"sha256-{subject.removeprefix('sha256:')}.{suffix}"
+    return pusher.push_raw_manifest(repository, tag, raw, OCI_MANIFEST)
+
+
+def push_signature(pusher, repository: str, subject: str, key: PrivateKey, reference: str, *, signed_digest: str | None = None) -> str:
+    """`cosign sign --key`: a simple-signing payload for `signed_digest` (default: the subject)."""
+    payload = simple_signing_payload(reference, signed_digest or subject)
+    signature = base64.b64encode(sign(key, payload)).decode()
+    return push_cosign(pusher, repository, subject, "sig", [(SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: signature})])
+
+
+def push_attestation(pusher, repository: str, subject: str, body: dict[str, Any], key: PrivateKey | None) -> str:
+    """`cosign attest --key`: the DSSE envelope of an in-toto statement as a `.att` layer."""
+    envelope = dsse_envelope(body, key)
+    return push_cosign(pusher, repository, subject, "att", [(DSSE, envelope, {"predicateType": body["predicateType"]})])
+
+
+def push_referrer(pusher, repository: str, subject, artifact_type: str, payload: bytes) -> str:
+    """An OCI 1.1 artifact with `subject`, plus the referrers tag schema's index (`sha256-<hex>`)
+    that clients keep on registries without the referrers API. Returns the artifact's digest."""
+    artifact = pusher.push_artifact(repository, None, artifact_type=artifact_type, payload=payload, subject=subject)
+    tag = subject.digest.replace(":", "-")
+    response = pusher.session.get(
+        f"{pusher.base_url}/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_INDEX}, timeout=10
+    )
+    index = response.json() if response.status_code == 200 else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    index["manifests"].append(_descriptor(OCI_MANIFEST, artifact.raw, artifactType=artifact_type))
+    pusher.push_raw_manifest(repository, tag, json.dumps(index).encode(), OCI_INDEX)
+    return artifact.digest
+
+
+def push_buildkit_index(pusher, repository: str, tag: str, statements: dict[str, list[dict[str, Any]]], unique: str) -> dict[str, Any]:
+    """An OCI index as `docker buildx build --sbom --provenance` pushes it: a platform image per
+    key of `statements` (os/arch) and, for each, an attestation manifest (platform
+    unknown/unknown, annotated with the image's digest) whose in-toto layers are the statements
+    made for that image's digest. Returns {"index": digest, "images": {platform: digest}}."""
+    entries = []
+    images = {}
+    for platform, make_statements in statements.items():
+        os_name, arch = platform.split("/")
+        image = pusher.push_image(repository, None, fmt="oci", os=os_name, arch=arch, unique=f"{unique}{platform}")
+        images[platform] = image.digest
+        entries.append(_descriptor(OCI_MANIFEST, image.raw, platform={"architecture": arch, "os": os_name}))
+        layers = [json.dumps(s).encode() for s in make_statements(image.digest)]
+        config = json.dumps({"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {"type": "layers", "diff_ids": [digest_of(layer) for layer in layers]}}).encode()
+        for blob in [config, *layers]:
+            pusher.upload_blob(repository, blob)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": _descriptor(OCI_CONFIG, config),
+            "layers": [
+                _descriptor(IN_TOTO, layer, annotations={"in-toto.io/predicate-type": json.loads(layer)["predicateType"]})
+                for layer in layers
+            ],
+        }
+        raw = json.dumps(manifest).encode()
+        pusher.push_raw_manifest(repository, digest_of(raw), raw, OCI_MANIFEST)
+        entries.append(
+            _descriptor(
+                OCI_MANIFEST,
+                raw,
+                platform={"architecture": "unknown", "os": "unknown"},
+                annotations={"vnd.docker.reference.digest": image.digest, "vnd.docker.reference.type": "attestation-manifest"},
+            )
+        )
+    raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    return {"index": pusher.push_raw_manifest(repository, tag, raw, OCI_INDEX), "images": images}

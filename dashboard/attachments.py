@@ -1,0 +1,425 @@
+"""What CI attached to each version, found during the sync and summed up per version.
+
+Three ways an artifact is attached to a version (a digest) in the same repository:
+- cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom` (sigstore/cosign specs/SIGNATURE_SPEC.md);
+- OCI 1.1 referrers: a manifest whose `subject` is the version. Distribution 2.8 and 3.x have
+  no referrers API; clients (oras, cosign, notation) then keep the referrers tag schema, a tag
+  `sha256-<hex>` on an index of the referrers, which the sync reads like any tagged index, so
+  every referrer listed there is a cached manifest with its subject;
+- BuildKit attestation manifests inside an image index: entries annotated
+  `vnd.docker.reference.type: attestation-manifest`, `vnd.docker.reference.digest: <image>`.
+
+The artifact manifests themselves are cached by the sync like every other manifest. What this
+module adds is their payloads: each layer's blob is downloaded once per artifact digest (an
+Attachment row per layer says it was read), parsed, and kept with its findings and packages.
+Blobs over ATTACHMENT_MAX_BYTES are refused by the size their descriptor states, before any
+request. A no-change resync finds every artifact already read and downloads nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard.models import Attachment, Finding, Manifest, Repository, SbomPackage, Tag, TrustedKey, VersionSecurity
+from dashboard.registries import public_host
+from dashboard.registry import (
+    Descriptor,
+    DigestMismatch,
+    ImageManifest,
+    InvalidResponse,
+    NotFound,
+    RegistryClient,
+    RegistryError,
+    parse_manifest,
+)
+from dashboard.supplychain import signatures
+from dashboard.supplychain.documents import Document, Kind, Unreadable, parse_envelope, read_document
+from dashboard.supplychain.signatures import SIGNATURE_ANNOTATION, Status, Verdict
+
+logger = logging.getLogger(__name__)
+
+COSIGN_TAG = re.compile(r"sha256-(?P<hex>[a-f0-9]{64})\.(?P<suffix>sig|att|sbom)")
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+ATTESTATION_TYPE = "vnd.docker.reference.type"
+ATTESTATION_SUBJECT = "vnd.docker.reference.digest"
+# BuildKit gives attestation manifests this platform so that runtimes never pick them.
+ATTESTATION_PLATFORM = "unknown/unknown"
+MAX_LAYERS = 20  # per artifact; cosign adds one layer per signature
+COUNTED = ("critical", "high", "medium", "low", "unknown")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    digest: str  # the artifact
+    subject: str  # the version it is attached to
+    via: str
+
+
+def trusted_keys() -> list[signatures.TrustedKey]:
+    """SIGNATURE_PUBLIC_KEYS' files, then the keys admins added. Unreadable entries are left
+    out here; the system check `dashboard.E010` names them."""
+    keys = []
+    for path, pem in key_files():
+        try:
+            keys.append(signatures.TrustedKey(Path(path).stem, signatures.load_public_key(pem)))
+        except ValueError:
+            continue
+    for name, pem in TrustedKey.objects.values_list("name", "public_key"):
+        try:
+            keys.append(signatures.TrustedKey(name, signatures.load_public_key(pem)))
+        except ValueError:
+            continue
+    return keys
+
+
+def key_files() -> list[tuple[str, bytes]]:
+    """(path, contents) of each SIGNATURE_PUBLIC_KEYS file; contents empty when unreadable."""
+    files = []
+    for path in settings.SIGNATURE_PUBLIC_KEYS:
+        try:
+            files.append((path, Path(path).read_bytes()[:64 * 1024]))
+        except OSError:
+            files.append((path, b""))
+    return files
+
+
+def references(repository: Repository) -> set[str]:
+    """The names a signer may have used for the repository: under REGISTRY_PUBLIC_HOST (or the
+    registry's own public host) and under the registry URL's host."""
+    from urllib.parse import urlsplit
+
+    hosts = {public_host(repository.registry), urlsplit(repository.registry.url).netloc}
+    return {f"{host}/{repository.name}" for host in hosts if host}
+
+
+# Discovery -------------------------------------------------------------------------------------
+
+
+def candidates(repository: Repository) -> set[Candidate]:
+    """The artifacts attached to the repository's current versions, in one query. One artifact
+    may be attached to several versions (a signature copied next to another image): one each."""
+    rows = (
+        Manifest.objects.filter(repository=repository, missing_since__isnull=True)
+        .filter(
+            ~Q(subject_digest="")
+            | Q(kind=Manifest.Kind.INDEX, children__icontains=ATTESTATION_PLATFORM)
+            | Q(tags__name__startswith="sha256-")
+        )
+        .values_list("digest", "subject_digest", "kind", "tags__name", "raw")
+    )
+    found: set[Candidate] = set()
+    for digest, subject, kind, tag, raw in rows:
+        if tag and (match := COSIGN_TAG.fullmatch(tag)):
+            found.add(Candidate(digest, f"sha256:{match['hex']}", Attachment.Via.COSIGN))
+        if subject:
+            found.add(Candidate(digest, subject, Attachment.Via.REFERRER))
+        if kind == Manifest.Kind.INDEX:
+            found.update(_attestation_manifests(bytes(raw)))
+    return found
+
+
+def _attestation_manifests(raw: bytes) -> list[Candidate]:
+    try:
+        index = parse_manifest(raw)
+    except InvalidResponse:
+        return []
+    return [
+        Candidate(entry.digest, entry.annotations[ATTESTATION_SUBJECT], Attachment.Via.BUILDKIT)
+        for entry in getattr(index, "manifests", ())
+        if entry.annotations.get(ATTESTATION_TYPE) == "attestation-manifest"
+        and ATTESTATION_SUBJECT in entry.annotations
+    ]
+
+
+def read_attachments(client: RegistryClient, repository: Repository, *, changed: bool = True) -> int:
+    """Read the payloads of artifacts attached since the last sync (and those the registry
+    failed to serve last time), then sum up each version; `changed`: the sync changed tags or
+    manifests. Returns how many artifacts were read. Registry failures are kept on the rows,
+    never raised: attachments never fail a sync."""
+    found = candidates(repository)
+    if not found:
+        if changed:  # the last attachment may just have gone
+            VersionSecurity.objects.filter(repository=repository).delete()
+        return 0
+    rows = dict(
+        Manifest.objects.filter(repository=repository, digest__in={c.digest for c in found}).values_list("digest", "id")
+    )
+    read = set(
+        Attachment.objects.filter(manifest_id__in=rows.values(), retry=False).values_list(
+            "manifest_id", "subject_digest"
+        )
+    )
+    unread = [c for c in found if c.digest in rows and (rows[c.digest], c.subject) not in read]
+    for candidate in unread:
+        _read_artifact(client, repository, rows[candidate.digest], candidate)
+    summarize(repository, found)
+    return len(unread)
+
+
+def _read_artifact(client: RegistryClient, repository: Repository, manifest_id: int, candidate: Candidate) -> None:
+    raw = bytes(Manifest.objects.values_list("raw", flat=True).get(id=manifest_id))
+    readings: list[tuple[Attachment, Document]] = []
+    try:
+        manifest = parse_manifest(raw)
+    except InvalidResponse as error:
+        manifest = None
+        readings.append(_unreadable(candidate, 0, None, f"Unreadable manifest: {error}"))
+    if manifest is not None and not isinstance(manifest, ImageManifest):
+        readings.append(_unreadable(candidate, 0, None, "Not an artifact manifest with layers"))
+    elif manifest is not None:
+        for index, layer in enumerate(manifest.layers[:MAX_LAYERS]):
+            readings.append(_read_layer(client, repository.name, candidate, index, layer))
+    with transaction.atomic():
+        # Earlier failed reads.
+        Attachment.objects.filter(manifest_id=manifest_id, subject_digest=candidate.subject).delete()
+        for attachment, document in readings:
+            attachment.manifest_id = manifest_id
+            attachment.save()
+            Finding.objects.bulk_create(
+                Finding(
+                    attachment=attachment,
+                    vulnerability_id=v.id[:200],
+                    severity=v.severity,
+                    package=v.package[:255],
+                    installed=v.installed[:255],
+                    fixed_in=v.fixed_in[:255],
+                    title=v.title[:500],
+                    url=v.url,
+                )
+                for v in document.vulnerabilities
+            )
+            SbomPackage.objects.bulk_create(
+                SbomPackage(attachment=attachment, name=p.name[:255], version=p.version[:255], purl=p.purl[:1000])
+                for p in document.packages
+            )
+
+
+def _read_layer(
+    client: RegistryClient, repository: str, candidate: Candidate, index: int, layer: Descriptor
+) -> tuple[Attachment, Document]:
+    cap = settings.ATTACHMENT_MAX_BYTES
+    signature = layer.annotations.get(SIGNATURE_ANNOTATION)
+    if layer.size > cap:
+        reason = f"{layer.size:,} bytes, over the {cap:,}-byte limit (ATTACHMENT_MAX_BYTES): not downloaded"
+        return _unreadable(candidate, index, layer, reason, signature=signature)
+    try:
+        data = client.get_blob(repository, layer.digest, max_bytes=cap)
+    except DigestMismatch:
+        attachment, document = _unreadable(candidate, index, layer, "The blob's bytes do not match its digest")
+        if signature is not None or layer.media_type == SIMPLE_SIGNING:
+            attachment.kind = Kind.SIGNATURE
+            attachment.signature_status = Status.INVALID
+            attachment.signature_reason = "The signed payload was changed in the registry's storage"
+        return attachment, document
+    except NotFound:
+        return _unreadable(candidate, index, layer, "The blob is missing from the registry", signature=signature)
+    except InvalidResponse as error:
+        return _unreadable(candidate, index, layer, str(error), signature=signature)
+    except RegistryError as error:
+        attachment, document = _unreadable(candidate, index, layer, f"The registry failed: {error}")
+        attachment.retry = True
+        return attachment, document
+    document = read_document(data, max_bytes=cap)
+    attachment = _attachment(candidate, index, layer, document)
+    if signature is not None:
+        attachment.signed_data = data
+        attachment.signatures = [signature]
+        attachment.kind = Kind.SIGNATURE
+    elif document.predicate_type or layer.media_type.startswith("application/vnd.dsse"):
+        try:
+            envelope = parse_envelope(data)
+        except Unreadable:
+            envelope = None
+        if envelope is not None and envelope.signatures:
+            attachment.signed_data = signatures.pae(envelope.payload_type, envelope.payload)
+            attachment.signatures = [base64.b64encode(sig).decode() for _, sig in envelope.signatures]
+    return attachment, document
+
+
+def _attachment(candidate: Candidate, index: int, layer: Descriptor | None, document: Document) -> Attachment:
+    counts = document.severity_counts()
+    provenance = document.provenance
+    return Attachment(
+        subject_digest=candidate.subject,
+        via=candidate.via,
+        layer_index=index,
+        layer_digest=layer.digest if layer else "",
+        media_type=(layer.media_type if layer else "")[:255],
+        kind=document.kind,
+        format=document.format[:100],
+        predicate_type=document.predicate_type[:255],
+        about_subject=document.is_about(candidate.subject),
+        scanner=document.scanner[:100],
+        scanner_version=document.scanner_version[:100],
+        scanned_at=document.scanned_at,
+        provenance=(
+            {
+                "builder": provenance.builder,
+                "build_type": provenance.build_type,
+                "source_repository": provenance.source_repository,
+                "commit": provenance.commit,
+                "built_at": provenance.built_at.isoformat() if provenance.built_at else "",
+            }
+            if provenance
+            else {}
+        ),
+        reason=document.reason[:500],
+        fetched_at=timezone.now(),
+        **counts,
+    )
+
+
+def _unreadable(
+    candidate: Candidate, index: int, layer: Descriptor | None, reason: str, *, signature: str | None = None
+) -> tuple[Attachment, Document]:
+    document = Document(Kind.UNREADABLE, "unreadable", reason=reason)
+    attachment = _attachment(candidate, index, layer, document)
+    if signature is not None:
+        attachment.kind = Kind.SIGNATURE
+        attachment.signature_reason = reason[:500]
+    return attachment, document
+
+
+# Per version -----------------------------------------------------------------------------------
+
+
+def verdict(attachment: Attachment, keys: list[signatures.TrustedKey], names: set[str]) -> Verdict:
+    """The attachment's signature checked against `keys` now."""
+    if attachment.signature_status == Status.INVALID and attachment.signed_data is None:
+        return Verdict(Status.INVALID, reason=attachment.signature_reason)  # tampered bytes
+    if not attachment.signatures or attachment.signed_data is None:
+        return signatures.UNSIGNED
+    data = bytes(attachment.signed_data)
+    results = []
+    for encoded in attachment.signatures:
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            results.append(Verdict(Status.INVALID, reason="The signature is not base64"))
+            continue
+        if attachment.kind == Kind.SIGNATURE:
+            results.append(
+                signatures.check_simple_signing(
+                    data, signature, keys, digest=attachment.subject_digest, references=names
+                )
+            )
+        elif (key := signatures.signing_key(keys, data, signature)) is None:
+            results.append(Verdict(Status.UNVERIFIED, reason="No trusted key checks this envelope"))
+        elif not attachment.about_subject:
+            results.append(Verdict(Status.INVALID, key.name, "The statement is about another digest"))
+        else:
+            results.append(Verdict(Status.VERIFIED, key.name, "Signed statement about this digest"))
+    return signatures.strongest(results)
+
+
+def summarize(repository: Repository, found: set[Candidate] | None = None) -> None:
+    """Re-check every attachment's signature with today's keys and write each version's
+    VersionSecurity row: the strongest cosign signature, and the newest report about it (for
+    an index without one, the newest report of each platform image, findings counted once)."""
+    found = candidates(repository) if found is None else found
+    current = {(c.digest, c.subject) for c in found}
+    rows = Attachment.objects.filter(manifest__repository=repository, manifest__digest__in={d for d, _ in current})
+    attachments = [
+        attachment
+        for attachment in rows.select_related("manifest").defer("provenance", "manifest__raw", "manifest__raw_config")
+        if (attachment.manifest.digest, attachment.subject_digest) in current
+    ]
+    keys = trusted_keys()
+    names = references(repository)
+    changed = []
+    for attachment in attachments:
+        result = verdict(attachment, keys, names)
+        if (attachment.signature_status, attachment.signature_key) != (result.status, result.key):
+            attachment.signature_status, attachment.signature_key = result.status, result.key
+            attachment.signature_reason = result.reason[:500]
+            changed.append(attachment)
+    Attachment.objects.bulk_update(changed, ["signature_status", "signature_key", "signature_reason"])
+
+    by_subject: dict[str, list[Attachment]] = defaultdict(list)
+    for attachment in attachments:
+        by_subject[attachment.subject_digest].append(attachment)
+    children = _children_of_indexes(repository)
+    rows = []
+    for digest in by_subject.keys() | {parent for parent, kids in children.items() if kids & by_subject.keys()}:
+        own = by_subject.get(digest, [])
+        signed = [
+            Verdict(Status(a.signature_status), a.signature_key) for a in own if a.kind == Kind.SIGNATURE
+        ]
+        strongest = signatures.strongest(signed)
+        reports = counted_reports(digest, by_subject, children)
+        counts = severity_counts(reports)
+        rows.append(
+            VersionSecurity(
+                repository=repository,
+                digest=digest,
+                signature_status=strongest.status,
+                signature_key=strongest.key if strongest.status == Status.VERIFIED else "",
+                report=max(reports, key=_newest, default=None),
+                attachment_count=len(own),
+                **counts,
+            )
+        )
+    with transaction.atomic():
+        VersionSecurity.objects.filter(repository=repository).delete()
+        VersionSecurity.objects.bulk_create(rows)
+
+
+def _children_of_indexes(repository: Repository) -> dict[str, set[str]]:
+    rows = Manifest.objects.filter(repository=repository, kind=Manifest.Kind.INDEX).values_list("digest", "children")
+    return {digest: {child["digest"] for child in kids} for digest, kids in rows}
+
+
+def _newest(attachment: Attachment) -> tuple:
+    return (attachment.scanned_at or attachment.fetched_at, attachment.fetched_at, attachment.id)
+
+
+def counted_reports(
+    digest: str, by_subject: dict[str, list[Attachment]], children: dict[str, set[str]]
+) -> list[Attachment]:
+    """The reports whose findings count for `digest`: its newest report about it, else the
+    newest of each platform image it lists. A report naming another digest never counts."""
+
+    def newest_report(subject: str) -> Attachment | None:
+        reports = [
+            a for a in by_subject.get(subject, []) if a.kind == Kind.VULNERABILITIES and a.about_subject
+        ]
+        return max(reports, key=_newest, default=None)
+
+    own = newest_report(digest)
+    if own is not None:
+        return [own]
+    return [report for child in sorted(children.get(digest, ())) if (report := newest_report(child))]
+
+
+def severity_counts(reports: Iterable[Attachment]) -> dict[str, int]:
+    """Findings by severity, each (id, package, installed) counted once across the reports."""
+    reports = list(reports)
+    if len(reports) == 1:
+        return {severity: getattr(reports[0], severity) for severity in COUNTED}
+    distinct = set(
+        Finding.objects.filter(attachment__in=reports).values_list(
+            "vulnerability_id", "package", "installed", "severity"
+        )
+    )
+    counts = dict.fromkeys(COUNTED, 0)
+    for *_, severity in distinct:
+        counts[severity] += 1
+    return counts
+
+
+def summarize_all() -> None:
+    """After the trusted keys changed: re-check every repository that has attachments."""
+    repositories = Repository.objects.filter(manifests__attachments__isnull=False).distinct()
+    for repository in repositories.select_related("registry"):
+        summarize(repository)
