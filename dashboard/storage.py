@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
+from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from dashboard import sql
 from dashboard.access import AnyUser, visible_names, visible_repositories
-from dashboard.models import Manifest, ManifestBlob, Registry, Repository, Tag
+from dashboard.models import Manifest, ManifestBlob, Registry, Repository, StorageSample, Tag
 
 Kind = ManifestBlob.Kind
 
@@ -120,8 +123,11 @@ def _visible(user: AnyUser, registry: Registry) -> tuple[str, list]:
 
 def overview(user: AnyUser, registry: Registry) -> Overview:
     """Every storage figure of the registry the user may see, in four queries."""
+    return _overview(registry, *_visible(user, registry), complete=visible_names(user, "name") is None)
+
+
+def _overview(registry: Registry, visible: str, visible_params: list, *, complete: bool) -> Overview:
     uses, uses_params = _uses(registry.pk)
-    visible, visible_params = _visible(user, registry)
     repository = sql.table(Repository)
     rows = _repository_rows(registry, visible, visible_params)
     repositories = []
@@ -154,7 +160,7 @@ def overview(user: AnyUser, registry: Registry) -> Overview:
         repositories=sorted(repositories, key=lambda usage: (-usage.exclusive, usage.name)),
         namespaces=sorted(namespaces.values(), key=lambda usage: (-usage.exclusive, usage.name)),
         shared_blobs=_shared_blobs(uses, uses_params, visible, visible_params),
-        complete=visible_names(user, "name") is None,
+        complete=complete,
     )
 
 
@@ -249,3 +255,34 @@ def freed_blobs(registry: Registry, manifest_ids: Collection[int]) -> dict[int, 
     for manifest_id, digest, size in rows:
         freed.setdefault(manifest_id, {})[digest] = size
     return freed
+
+
+# Growth -------------------------------------------------------------------------------------
+
+SAMPLES_KEPT_DAYS = 400
+Scope = StorageSample.Scope
+
+
+def take_snapshot(registry: Registry, day: date | None = None) -> bool:
+    """Record the day's bytes (today's by default): the registry's total, each namespace's and
+    each repository's referenced bytes, over every repository. Does nothing when the day has
+    its snapshot already; forgets samples older than SAMPLES_KEPT_DAYS. Returns whether it
+    took one."""
+    day = day or timezone.localdate()
+    samples = StorageSample.objects.filter(registry=registry)
+    with transaction.atomic():
+        if samples.filter(day=day, scope=Scope.REGISTRY).exists():
+            return False
+        everything = _overview(
+            registry, f"SELECT id FROM {sql.table(Repository)} WHERE registry_id = %s", [registry.pk], complete=True
+        )
+        rows = [StorageSample(registry=registry, day=day, scope=Scope.REGISTRY, name="", bytes=everything.total)]
+        rows += [
+            StorageSample(registry=registry, day=day, scope=scope, name=usage.name, bytes=usage.referenced)
+            for scope, usages in ((Scope.NAMESPACE, everything.namespaces), (Scope.REPOSITORY, everything.repositories))
+            for usage in usages
+        ]
+        # A snapshot taken at the same moment elsewhere (cron and the sync) wins; this one is dropped.
+        StorageSample.objects.bulk_create(rows, ignore_conflicts=True)
+        samples.filter(day__lt=day - timedelta(days=SAMPLES_KEPT_DAYS)).delete()
+    return True

@@ -6,10 +6,11 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from dashboard import charts, deletion, storage
+from dashboard import charts, deletion, growth, storage
 from dashboard.access import is_admin, signed_in, visible_names
 from dashboard.forms import StorageQuery
 from dashboard.registries import configured_registry
@@ -60,3 +61,15 @@ def namespace_url(namespace: str) -> str:
     """The catalog showing one namespace's repositories, most exclusive bytes first."""
     catalog = reverse("dashboard:catalog")
     return f"{catalog}?{urlencode({'namespace': namespace, 'sort': 'exclusive'})}" if namespace else catalog
+
+
+@require_safe
+@signed_in
+def storage_growth(request: HttpRequest) -> HttpResponse:
+    found = growth.growth(request.user, configured_registry())
+    context = {
+        "growth": found,
+        "chart": charts.growth_chart("Stored bytes per day", found.series, found.markers),
+        "kept_days": storage.SAMPLES_KEPT_DAYS,
+    }
+    return render(request, "dashboard/storage/growth.html", context)

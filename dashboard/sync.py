@@ -776,6 +776,7 @@ def sync_registry(
             summary.removed_repositories = _remove_vanished(registry, client, cached_before - set(names))
             if not summary.failed:
                 Registry.objects.filter(pk=registry.pk).update(last_successful_sync_at=timezone.now())
+            storage.take_snapshot(registry)  # the growth chart's sample of the day, if missing
     finally:
         summary.requests = client.request_counts - before
         summary.seconds = time.monotonic() - started

@@ -37,6 +37,7 @@ urlpatterns = [
     path("retention/preview/", deletion_views.retention_preview, name="retention-preview"),
     path("retention/apply/", deletion_views.retention_apply, name="retention-apply"),
     path("storage/", storage_views.storage_page, name="storage"),
+    path("storage/growth/", storage_views.storage_growth, name="storage-growth"),
     path("storage/gc-done/", deletion_views.storage_gc_done, name="storage-gc-done"),
     path("account/api-tokens/", rollback_views.api_tokens, name="api-tokens"),
     path("account/api-tokens/<int:pk>/revoke/", rollback_views.api_token_revoke, name="api-token-revoke"),

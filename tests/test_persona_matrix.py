@@ -275,6 +275,7 @@ ROUTES: dict[str, Route] = {
     # A stale preview: the plan's fingerprint differs, so nothing runs.
     "dashboard:retention-apply": Route({"POST": Call(ok=409, data=lambda world, repository, persona: {"fingerprint": "stale"})}),
     "dashboard:storage": Route({"GET": Call()}),
+    "dashboard:storage-growth": Route({"GET": Call()}),
     "dashboard:storage-gc-done": Route({"POST": Call(ADMIN_ANYWHERE, ok=302)}),
     # Audit and access
     "dashboard:audit": Route({"GET": Call()}, target="audit-results"),

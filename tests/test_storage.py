@@ -3,17 +3,23 @@ from the manifests the registry serves."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.apps import apps
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from dashboard import storage
-from dashboard.models import ApiToken, DeletedVersion, Manifest, ManifestBlob, Repository, Role
+from dashboard.models import ApiToken, DeletedVersion, Manifest, ManifestBlob, Repository, Role, StorageSample
+from dashboard.registries import client_for, configured_registry
+from dashboard.sync import sync_registry
 from tests.personas import make_user
 from tests.rollback_support import Dashboard, dashboard, people  # noqa: F401 (fixtures)
 from tests.support.images import (
@@ -26,6 +32,7 @@ from tests.support.images import (
     make_layer,
     sha256_digest,
 )
+from tests.support.registry_server import start_registry
 
 pytestmark = pytest.mark.django_db
 
@@ -288,3 +295,69 @@ def test_the_api_reports_only_what_the_tokens_user_may_see(scene, settings):
     assert [row["name"] for row in answer["namespaces"]] == [namespace]
     assert scene.d not in json.dumps(answer)
     assert Client().get(url).status_code == 401
+
+
+# Growth -------------------------------------------------------------------------------------
+
+
+def test_three_daily_snapshots_draw_three_points_and_escape_every_name(scene, dashboard, admin_client):
+    hostile = Repository.objects.create(registry=dashboard.registry, name='evil/<script>alert("x")</script>')
+    for day in (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 5)):
+        assert storage.take_snapshot(dashboard.registry, day)
+    assert not storage.take_snapshot(dashboard.registry, date(2026, 3, 5))  # one a day
+    DeletedVersion.objects.create(
+        registry=dashboard.registry, repository=scene.a, digest=scene.previous, deleted_at=datetime(2026, 3, 2, 12, tzinfo=UTC)
+    )
+    StorageSample.objects.filter(name=hostile.name).update(bytes=10**12)  # among the top repositories
+
+    page = admin_client.get(reverse("dashboard:storage-growth"))
+
+    svg = page.context["chart"]
+    total = page.context["growth"].series[0]
+    assert total.name == "Registry total" and [day for day, _ in total.points] == [
+        date(2026, 3, 1),
+        date(2026, 3, 2),
+        date(2026, 3, 5),
+    ]
+    assert svg.count("Registry total on ") == 3 and svg.count('class="chart-point"') >= 3
+    assert total.points[-1][1] == storage.overview(make_user("root", superuser=True), dashboard.registry).total
+    assert "<script>" not in svg and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in svg
+    assert 'class="chart-delete"' in svg and "2026-03-02: 1 version deleted" in svg
+
+
+def test_snapshots_keep_400_days_and_the_sync_takes_the_missing_one(settings, tmp_path):
+    server = start_registry(tmp_path / "registry")  # its own: a full sync reads only this test's repository
+    try:
+        settings.REGISTRY_URL = server.url
+        registry = configured_registry()
+        ImagePusher(server.url).push_image("growth", ["1"], unique=str(tmp_path))
+        old = timezone.localdate() - timedelta(days=401)
+        storage.take_snapshot(registry, old)
+        with client_for(registry) as client:
+            sync_registry(registry, client, workers=2)
+        assert not StorageSample.objects.filter(day=old).exists()
+        today = StorageSample.objects.get(day=timezone.localdate(), scope="repository", name="growth")
+        assert today.bytes == storage.overview(make_user("root", superuser=True), registry).total > 0
+
+        StorageSample.objects.all().delete()
+        out = io.StringIO()
+        call_command("storage_snapshot", stdout=out)
+        assert "Took the storage snapshot" in out.getvalue()
+        assert StorageSample.objects.filter(day=timezone.localdate(), scope="registry").count() == 1
+        call_command("storage_snapshot", stdout=out)
+        assert "exists already" in out.getvalue()
+    finally:
+        server.stop()
+
+
+def test_the_growth_chart_draws_only_visible_repositories(scene, dashboard, client, settings):
+    storage.take_snapshot(dashboard.registry, date(2026, 3, 1))
+    settings.DASHBOARD_DEFAULT_ROLE = None
+    client.force_login(make_user("ursula", pattern=scene.a, role=Role.VIEWER))
+
+    page = client.get(reverse("dashboard:storage-growth"))
+
+    assert [series.name for series in page.context["growth"].series] == [scene.a]
+    html = page.content.decode()
+    assert "Registry total" not in html and scene.c not in html and scene.d not in html
+    assert "Only repositories you may see are drawn" in html
