@@ -22,7 +22,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 
-from dashboard.models import AccessRule, Registry, Repository, Role, glob_to_regex
+from dashboard.models import AccessRule, Registry, Repository, Role
 
 AnyUser = User | AnonymousUser
 View = Callable[..., HttpResponse]
@@ -79,7 +79,7 @@ def visible_names(user: AnyUser, field: str) -> Q | None:
         return None
     if not patterns:
         return Q(pk__in=[])
-    return reduce(or_, (Q(**{f"{field}__regex": glob_to_regex(p)}) for p in sorted(patterns)))
+    return reduce(or_, (Q(**{f"{field}__glob": p}) for p in sorted(patterns)))
 
 
 def visible_repositories(user: AnyUser, registry: Registry) -> QuerySet[Repository]:

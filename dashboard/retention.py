@@ -52,7 +52,6 @@ from dashboard.models import (
     Role,
     Tag,
     glob_matches,
-    glob_to_regex,
 )
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
@@ -277,7 +276,7 @@ def plan(
         return result
     matching = Q()
     for each in run:
-        matching |= Q(name__regex=glob_to_regex(each.repository_pattern))
+        matching |= Q(name__glob=each.repository_pattern)
     in_scope = list(repositories.filter(registry=registry).filter(matching).select_related("registry").order_by("name"))
     tags_of: dict[int, list[Tag]] = defaultdict(list)
     tags = (

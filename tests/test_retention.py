@@ -347,15 +347,21 @@ def test_viewers_plan_nothing_and_only_admins_manage_policies(dashboard, people,
         {"name": "broken", "repository_pattern": "*", "tag_include": "(", "older_than_days": 3},
     )
     assert bad.status_code == 400 and "Not a valid regular expression" in bad.content.decode()
+    too_wild = client.post(
+        reverse("dashboard:retention-new"),
+        {"name": "wild", "repository_pattern": "team-?/?*?*?*?*?*", "older_than_days": 3},
+    )
+    assert too_wild.status_code == 400 and "at most 8 wildcards" in too_wild.content.decode()
     no_limit = client.post(reverse("dashboard:retention-new"), {"name": "all", "repository_pattern": "*"})
     assert no_limit.status_code == 400 and not RetentionPolicy.objects.filter(name="all").exists()
     saved = client.post(
         reverse("dashboard:retention-new"),
-        {"name": "weekly", "repository_pattern": "team-a/*", "keep_newest": 5, "enabled": "on"},
+        {"name": "weekly", "repository_pattern": "team-a/***", "keep_newest": 5, "enabled": "on"},
     )
     assert saved.status_code == 302
     assert "added policy weekly" in AuditEntry.objects.get(action="retention_policy_saved").reason
     weekly = RetentionPolicy.objects.get(name="weekly")
+    assert weekly.repository_pattern == "team-a/*"
     edited = client.post(
         reverse("dashboard:retention-edit", args=[weekly.pk]),
         {"name": "weekly", "repository_pattern": "team-a/*", "keep_newest": 9, "enabled": "on"},
