@@ -1,7 +1,7 @@
 """README screenshots of the demo data: catalog, repository and tag pages, light and dark.
 
 Starts its own registry and dashboard on free ports with a throwaway database, pushes the
-`make demo` sample images, syncs, and photographs the pages in headless Chromium (the
+`make demo` story (dashboard/demo.py), and photographs the pages in headless Chromium (the
 system's /usr/bin/chromium; no browser is downloaded). Writes docs/screenshots/*.png.
 
 Usage: .venv/bin/python bench/screenshots.py
@@ -50,14 +50,11 @@ def prepare(scratch: Path, registry_url: str) -> dict[str, str]:
     from django.core.management import call_command
 
     django.setup()
-    from dashboard.management.commands.demo import push_samples
-    from dashboard.registries import client_for, configured_registry
-    from dashboard.sync import sync_registry
+    from dashboard import demo
+    from dashboard.registries import configured_registry
 
     call_command("migrate", verbosity=0)
-    push_samples(ImagePusher(registry_url), EPOCH)
-    registry = configured_registry()
-    sync_registry(registry, client_for(registry))
+    demo.seed(configured_registry(), ImagePusher(registry_url), EPOCH)
     get_user_model().objects.create_superuser("demo", password=PASSWORD)
     return env
 
@@ -90,6 +87,8 @@ def photograph(base_url: str) -> None:
         "repository": ("/repositories/website-ecommerce/", False),
         "tag": ("/repositories/website-ecommerce/-/tags/v2.0/", True),
         "multi-arch": ("/repositories/shop-api/-/tags/3.2.0/", False),
+        "rollback": ("/repositories/website-ecommerce/-/rollback/?tag=production", False),
+        "tag-history": ("/repositories/website-ecommerce/-/tags/production/history/", False),
     }
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

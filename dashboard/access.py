@@ -66,6 +66,15 @@ def is_admin(user: AnyUser) -> bool:
     return any(rule.role >= Role.ADMIN and rule.pattern == "*" for rule in _rules(user))
 
 
+def maintains_any(user: AnyUser) -> bool:
+    """Whether the user may delete somewhere (maintainer or more on some repositories): the
+    retention pages preview and run deletions only there."""
+    if is_admin(user):
+        return True
+    roles = [rule.role for rule in _rules(user)] + [default_role(user) or 0]
+    return max(roles) >= Role.MAINTAINER
+
+
 def visible_names(user: AnyUser, field: str) -> Q | None:
     """A filter on `field` (a repository name) keeping what the user may see; None = everything.
 

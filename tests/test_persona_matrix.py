@@ -358,7 +358,8 @@ def routes_in_resolver() -> set[str]:
                     continue
                 walk(pattern.url_patterns, f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace)
             elif isinstance(pattern, URLPattern):
-                if getattr(pattern.callback, "__module__", "") == "django.contrib.auth.views":
+                # dashboard.accounts: Django's login view, with a notice added.
+                if getattr(pattern.callback, "__module__", "") in ("django.contrib.auth.views", "dashboard.accounts"):
                     continue
                 assert pattern.name, f"unnamed route {pattern.pattern}: name it and classify it here"
                 names.add(namespace + pattern.name)

@@ -174,21 +174,24 @@ class ImagePusher:
         volumes: Iterable[str] | None = None,
         history_commands: Sequence[str] | None = None,
         layer_size: int = 2048,
+        base_layers: Sequence[tuple[bytes, str]] = (),
     ) -> PushedImage:
         """Push a single-platform image and tag it (tags=None pushes by digest only).
 
         The same arguments always give the same digest; a different `unique` gives different
         layer bytes. env=None means a PATH-only Env; other None settings are left out of the
-        config. history_commands, if given, are the created_by of each layer (one per layer).
+        config. base_layers, from make_layer, come first (images sharing them share those
+        blobs), then `layers` generated ones. history_commands, if given, are the created_by
+        of each layer (one per layer, base layers included).
         """
         media = _media_types(fmt)
         created = _utc(created)
         platform = "/".join(part for part in (os, arch, variant) if part)
         if history_commands is None:
-            history_commands = [f"COPY layer-{i}.bin /opt/ # buildkit" for i in range(layers)]
-        if len(history_commands) != layers:
-            raise ValueError(f"history_commands needs one entry per layer ({layers})")
-        layer_blobs = [
+            history_commands = [f"COPY layer-{i}.bin /opt/ # buildkit" for i in range(len(base_layers) + layers)]
+        if len(history_commands) != len(base_layers) + layers:
+            raise ValueError(f"history_commands needs one entry per layer ({len(base_layers) + layers})")
+        layer_blobs = [*base_layers] + [
             make_layer(f"opt/layer-{i}.bin", random.Random(f"{unique}|{platform}|{i}").randbytes(layer_size))
             for i in range(layers)
         ]
@@ -244,12 +247,23 @@ class ImagePusher:
         platforms: Sequence[tuple[str, str, str | None]] = DEFAULT_PLATFORMS,
         created: datetime | None = None,
         unique: str | None = None,
+        layer_size: int = 2048,
     ) -> PushedImage:
         """Push one image per (os, arch, variant) by digest, then a Docker manifest list or
         OCI index referring to them under the tags."""
         media = _media_types(fmt)
         children = tuple(
-            self.push_image(repository, None, fmt=fmt, created=created, unique=unique, os=os, arch=arch, variant=variant)
+            self.push_image(
+                repository,
+                None,
+                fmt=fmt,
+                created=created,
+                unique=unique,
+                os=os,
+                arch=arch,
+                variant=variant,
+                layer_size=layer_size,
+            )
             for os, arch, variant in platforms
         )
         entries = []
