@@ -53,7 +53,8 @@ def bar_chart(title: str, bars: Sequence[Bar]) -> SafeString:
         ),
     )
     return format_html(
-        '<svg class="chart" role="img" viewBox="0 0 {} {}" width="100%" aria-label="{}">{}</svg>',
+        # A group, not an image: its bars are links, and an image's content is not interactive.
+        '<svg class="chart" role="group" viewBox="0 0 {} {}" width="100%" aria-label="{}">{}</svg>',
         BAR_WIDTH,
         BAR_HEIGHT * len(bars) + 4,
         title,
