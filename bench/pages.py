@@ -2,7 +2,8 @@
 
 Seeds a real registry (on tmpfs when available) with one repository of 10,000 tags (50
 images, 200 tags each) and 2,000 one-tag repositories, fills the cache through the real sync,
-then times the catalog, repository and tag pages in-process with Django's test client.
+then times the catalog, repository, tag and storage pages (and the storage API) in-process
+with Django's test client.
 In the same run it times two baselines straight from the registry, as a browser-only UI
 would have to build them:
 
@@ -133,11 +134,13 @@ def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[
     from django.test import Client
     from django.urls import reverse
 
-    from dashboard.models import Tag
+    from dashboard.models import ApiToken, Tag
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_superuser": True})
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
+    token = ApiToken.issue(user, "bench")[1]
+    headers = {"storage API": {"Authorization": f"Bearer {token}"}}
     newest = Tag.objects.filter(repository__name=BIG_REPOSITORY).order_by("-created", "-id").first()
     pages = {
         "catalog": reverse("dashboard:catalog"),
@@ -147,6 +150,9 @@ def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[
         "repository, by version": reverse("dashboard:repository", args=[BIG_REPOSITORY]) + "?sort=version",
         "repository, page 100": reverse("dashboard:repository", args=[BIG_REPOSITORY]) + "?page=100",
         "tag": reverse("dashboard:tag", args=[BIG_REPOSITORY, newest.name]),
+        "catalog, by exclusive size": reverse("dashboard:catalog") + "?sort=exclusive",
+        "storage": reverse("dashboard:storage"),
+        "storage API": reverse("dashboard:api-storage"),
     }
     wall: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -154,11 +160,11 @@ def time_pages(iterations: int) -> tuple[dict[str, list[float]], dict[str, list[
     for label, url in pages.items():
         references.append(reference_loop())
         for _ in range(5):  # warm caches (templates, connection, SQLite pages)
-            assert client.get(url).status_code == 200, url
+            assert client.get(url, headers=headers.get(label)).status_code == 200, url
         wall[label], cpu[label] = [], []
         for _ in range(iterations):
             started, started_cpu = time.perf_counter(), time.process_time()
-            response = client.get(url)
+            response = client.get(url, headers=headers.get(label))
             wall[label].append(time.perf_counter() - started)
             cpu[label].append(time.process_time() - started_cpu)
             assert response.status_code == 200, url
@@ -299,6 +305,10 @@ def report(
     for label, figures in pages.items():
         print(f"{label:52} " + " ".join(f"{x:9.1f}" for x in figures))
     repository_wall, _, repository_cpu, _ = pages["repository, newest first"]
+    catalog_wall = pages["catalog"][0]
+    for label in ("storage", "storage API"):
+        ratio = pages[label][0] / catalog_wall
+        print(f"{label}: wall p50 {ratio:.2f}x the catalog's; <= 2x: {'met' if ratio <= 2 else 'MISSED'}")
     if not baselines:
         # A pages-only run, for comparing before and after a change: no ratios, no results file.
         print(f"\nTarget: CPU p50 {repository_cpu:.1f} ms <= 30 ms: {'met' if repository_cpu <= 30 else 'MISSED'}")

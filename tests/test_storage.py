@@ -36,6 +36,10 @@ from tests.support.registry_server import start_registry
 
 pytestmark = pytest.mark.django_db
 
+# Session, user, registry, the four storage queries, pending garbage collection (two); the API
+# has its token lookups instead; the growth page its samples and the deletes and retention runs.
+STORAGE_QUERY_BOUND = 12
+
 
 def layer(name: str, size: int = 3000) -> bytes:
     return make_layer(f"{name}.bin", random.Random(name).randbytes(size))[0]
@@ -361,3 +365,32 @@ def test_the_growth_chart_draws_only_visible_repositories(scene, dashboard, clie
     html = page.content.decode()
     assert "Registry total" not in html and scene.c not in html and scene.d not in html
     assert "Only repositories you may see are drawn" in html
+
+
+def test_storage_page_and_api_queries_do_not_grow_with_repositories(
+    scene, dashboard, pusher, make_repo_name, admin_client, django_assert_max_num_queries
+):
+    token = ApiToken.issue(make_user("root", superuser=True), "ci")[1]
+    pages = [
+        (admin_client, reverse("dashboard:storage"), {}),
+        (Client(), reverse("dashboard:api-storage"), {"Authorization": f"Bearer {token}"}),
+        (admin_client, reverse("dashboard:storage-growth"), {}),
+    ]
+
+    def queries() -> list[int]:
+        counts = []
+        for client, url, headers in pages:
+            with django_assert_max_num_queries(STORAGE_QUERY_BOUND) as captured:
+                assert client.get(url, headers=headers).status_code == 200
+            counts.append(len(captured.captured_queries))
+        return counts
+
+    storage.take_snapshot(dashboard.registry, date(2026, 3, 1))
+    Client().get(reverse("dashboard:api-storage"), headers=pages[1][2])  # records the token's first use
+    few = queries()
+    for i in range(4):
+        name = make_repo_name(f"{scene.a.rpartition('/')[0]}-{i}/")
+        pusher.push_image(name, ["1", "2"], unique=name)
+        dashboard.sync(name)
+    storage.take_snapshot(dashboard.registry, date(2026, 3, 2))
+    assert queries() == few
