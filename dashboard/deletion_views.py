@@ -153,6 +153,7 @@ def delete_tag(request: HttpRequest, name: str, tag: str) -> HttpResponse:
         "tag": found,
         "manifest": found.manifest,
         "siblings": deletion.siblings(found),
+        "version_frees": deletion.estimate_freed(repository, [found.manifest.digest]),
         "pin": repository.pins.filter(digest=found.manifest.digest).select_related("created_by").first(),
         "error": error,
         "may_delete": status != 403,

@@ -394,3 +394,17 @@ def test_storage_page_and_api_queries_do_not_grow_with_repositories(
         dashboard.sync(name)
     storage.take_snapshot(dashboard.registry, date(2026, 3, 2))
     assert queries() == few
+
+
+def test_the_tag_confirmation_says_what_deleting_its_version_would_free(scene, people, client, pusher):
+    c2 = pusher.head_digest(scene.c, "2")
+    c1_blobs = registry_blobs(pusher, scene.c, [pusher.head_digest(scene.c, "1")])
+    others = scene.blobs[scene.a] | scene.blobs[scene.d] | c1_blobs
+    own = {digest: size for digest, size in registry_blobs(pusher, scene.c, [c2]).items() if digest not in others}
+    client.force_login(people.maintainer)
+
+    page = client.get(reverse("dashboard:delete-tag", args=[scene.c, "2"]))
+
+    # Its own layer, config and manifest; not the layer tag 1 uses too.
+    assert page.context["version_frees"] == sum(own.values()) and len(own) == 3
+    assert "nothing freed: the version stays stored" in page.content.decode()
