@@ -7,6 +7,7 @@ nothing, a failed sync leaves the cache as it was, and no foreign host is ever c
 
 from __future__ import annotations
 
+import queue
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -320,6 +321,17 @@ def test_a_next_page_on_another_host_is_not_followed(
     assert foreign.count == 0
 
 
+def test_a_catalog_whose_links_go_round_is_an_error_not_a_short_catalog(proxy: FaultProxy, image: PushedImage) -> None:
+    client = client_via(proxy)
+    # Page A (`?n=1`) links on to page B (`?last=…&n=1`); B's link leads back to A.
+    proxy.set_fault(Fault("next_link", link="/v2/_catalog?n=1", path=r"[?&]last="))
+
+    with pytest.raises(InvalidResponse, match="loop"):
+        list(client.catalog(page_size=1))
+
+    assert proxy.count("GET", r"/_catalog") == 2
+
+
 @pytest.mark.parametrize("credentials", [None, ("alice", "secret")])
 def test_a_token_realm_on_another_host_gets_no_request(
     proxy: FaultProxy, foreign: ForeignServer, image: PushedImage, credentials: tuple[str, str] | None
@@ -383,6 +395,75 @@ def test_a_blob_redirect_to_storage_is_followed_without_our_credentials(
     assert first is None and answered.startswith("Basic ")
     # The storage host got the pre-signed URL and never the registry's Authorization header.
     assert foreign.hits[1:] == ["GET /bucket/blob?X-Amz-Signature=signed auth=False"] * 2
+
+
+class _BlobRedirects(BaseHTTPRequestHandler):
+    """A registry front whose blob GETs are redirected `server.redirects` times in all: through
+    /hop/1, /hop/2 … on itself, then to the storage host. Each redirect carries a body of
+    `server.padding` bytes; how much of it went out before the client hung up is put on
+    `server.sent`."""
+
+    server: ThreadingHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        server = self.server
+        step = int(self.path.rpartition("/hop/")[2]) if "/hop/" in self.path else 0
+        last = step + 1 == server.redirects  # type: ignore[attr-defined]
+        storage = f"{server.storage}/bucket/blob?X-Amz-Signature=signed"  # type: ignore[attr-defined]
+        self.send_response(307)
+        self.send_header("Location", storage if last else f"/hop/{step + 1}")
+        self.send_header("Content-Length", str(server.padding))  # type: ignore[attr-defined]
+        self.end_headers()
+        sent, chunk = 0, b"x" * (1024 * 1024)
+        try:
+            while sent < server.padding:  # type: ignore[attr-defined]
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:
+            self.close_connection = True  # the client hung up
+        server.sent.put(sent)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def blob_redirects(foreign: ForeignServer) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BlobRedirects)
+    server.daemon_threads = True
+    server.storage, server.redirects, server.padding, server.sent = foreign.url, 1, 0, queue.Queue()  # type: ignore[attr-defined]
+    with serving(server):
+        yield server
+
+
+def test_a_redirect_body_is_read_only_up_to_the_blob_size_cap(
+    blob_redirects: ThreadingHTTPServer, foreign: ForeignServer
+) -> None:
+    stored = requests.get(f"{foreign.url}/probe", timeout=5).content
+    padding = blob_redirects.padding = 64 * 1024 * 1024  # type: ignore[attr-defined]
+    client = RegistryClient(f"http://127.0.0.1:{blob_redirects.server_port}")
+
+    assert client.get_blob("team/app", sha256_digest(stored), max_bytes=1024 * 1024) == stored
+
+    # requests read all 64 MiB of the redirect's body; now the client stops at the 1 MiB cap
+    # (what else went out sat in the sockets' buffers when it hung up).
+    assert blob_redirects.sent.get(timeout=30) < padding // 4  # type: ignore[attr-defined]
+    assert foreign.hits[1:] == ["GET /bucket/blob?X-Amz-Signature=signed auth=False"]
+
+
+def test_blob_redirects_are_followed_three_times_at_most(blob_redirects: ThreadingHTTPServer, foreign: ForeignServer) -> None:
+    stored = requests.get(f"{foreign.url}/probe", timeout=5).content
+    client = RegistryClient(f"http://127.0.0.1:{blob_redirects.server_port}")
+
+    blob_redirects.redirects = 3  # type: ignore[attr-defined]
+    assert client.get_blob("team/app", sha256_digest(stored)) == stored
+    blob_redirects.redirects = 4  # type: ignore[attr-defined]
+    with pytest.raises(InvalidResponse, match="redirected more than 3 times"):
+        client.get_blob("team/app", sha256_digest(stored))
+
+    assert client.request_counts["get_blob"] == 4 + 4
+    assert foreign.hits[1:] == ["GET /bucket/blob?X-Amz-Signature=signed auth=False"]
 
 
 # Dashboard: refresh and pages ---------------------------------------------------------------
@@ -507,6 +588,22 @@ def test_a_catalog_link_to_another_host_stops_the_refresh_there(scene: Scene, fo
     assert "another host" in response.content.decode()
     assert cache_snapshot() == before
     assert foreign.count == 0
+
+
+def test_a_catalog_link_loop_stops_the_refresh_and_prunes_nothing(scene: Scene) -> None:
+    scene.pusher.push_image(scene.repository, ["1.0"])
+    scene.sync()
+    scene.pusher.push_image(f"{scene.repository}/new", ["1.0"])
+    before = cache_snapshot()
+    # Every catalog page links on to one that lists nothing and links to itself: read as the
+    # end of the catalog, the walk would look complete and the sync would prune from it.
+    scene.proxy.set_fault(Fault("next_link", link="/v2/_catalog?last=zzzz&n=1000", path=r"/_catalog"))
+
+    response = scene.client.post(reverse("dashboard:catalog-refresh"), follow=True)
+
+    assert response.status_code == 200
+    assert "go round in a loop" in response.content.decode()
+    assert cache_snapshot() == before
 
 
 # Dashboard: actions -------------------------------------------------------------------------

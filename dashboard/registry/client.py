@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -76,6 +76,10 @@ SMALL_LIMIT = 64 * 1024  # error bodies, token answers, empty success bodies
 CATALOG_MAX_PAGE = 1000  # Distribution answers 400 PAGINATION_NUMBER_INVALID above this
 # urllib3 sleeps as long as Retry-After says; a page view must not hang for minutes.
 MAX_RETRY_AFTER = 5.0
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# Registries on object storage answer a blob GET with one redirect to a pre-signed URL; a CDN in
+# front of the storage may add one or two.
+MAX_REDIRECTS = 3
 
 # capabilities() sends DELETEs that cannot remove anything: a repository nobody pushes to and
 # a digest of bytes no manifest has.
@@ -299,23 +303,35 @@ class RegistryClient:
     def get_blob(self, repository: str, digest: str, max_bytes: int = CONFIG_LIMIT) -> bytes:
         """Download a blob of at most `max_bytes` and verify its digest.
 
-        The only request that follows redirects, to any host: registries on S3, GCS or Azure
-        storage answer blob GETs with a 307 to a pre-signed URL on the storage host, and the
-        signature in that URL is the credential. Following is safe because requests drops our
-        Authorization header when the host, port or scheme changes (Session.should_strip_auth;
-        trust_env=False keeps ~/.netrc from adding another), the size cap and timeouts still
-        apply, and the digest check below refuses bytes other than the ones asked for.
+        The only request that follows redirects (at most MAX_REDIRECTS), to any host: registries
+        on S3, GCS or Azure storage answer blob GETs with a 307 to a pre-signed URL on the
+        storage host, and the signature in that URL is the credential. They are followed here,
+        not by requests, which reads every redirect's whole body: each hop reads at most
+        `max_bytes` of it, our Authorization goes only to the registry's own scheme, host and
+        port (trust_env=False keeps ~/.netrc from adding one elsewhere), timeouts still apply,
+        and the digest check below refuses bytes other than the ones asked for.
         """
         _check_digest(digest)
-        _, raw = self._request(
-            "get_blob",
-            "GET",
-            f"{self._repository_url(repository)}/blobs/{digest}",
-            scope=_pull(repository),
-            limit=max_bytes,
-            what="blob",
-            allow_redirects=True,
+        url = f"{self._repository_url(repository)}/blobs/{digest}"
+        expected = (200, *REDIRECT_STATUSES)
+        response, raw = self._request(
+            "get_blob", "GET", url, scope=_pull(repository), expected=expected, limit=max_bytes, what="blob"
         )
+        for _ in range(MAX_REDIRECTS):
+            if response.status_code == 200:
+                break
+            url = _redirect_target(response, url)
+            if resolve_on_registry(url, url, self.base_url) is not None:
+                response, raw = self._request(
+                    "get_blob", "GET", url, scope=_pull(repository), expected=expected, limit=max_bytes, what="blob"
+                )
+                continue
+            response = self._send("get_blob", "GET", url, authorization=None)
+            if response.status_code not in expected:
+                raise self._error(response, "GET")
+            raw = self._read(response, max_bytes, "blob", truncate=response.status_code != 200)
+        if response.status_code != 200:
+            raise InvalidResponse(f"The blob {digest} was redirected more than {MAX_REDIRECTS} times; not following")
         verify_digest(raw, digest)
         return raw
 
@@ -440,12 +456,18 @@ class RegistryClient:
     # Helpers of the operations
 
     def _catalog_pages(self, url: str | None) -> Iterator[list[str]]:
+        followed: set[str] = set()
         while url is not None:
+            followed.add(url)
             response, body = self._request(
                 "catalog", "GET", url, scope="registry:catalog:*", limit=LIST_LIMIT, what="catalog page"
             )
             yield parse_catalog_page(body)
             url = self._next_page(response, url)
+            if url in followed:
+                # A -> B -> A would walk forever; stopping quietly would pass a partial catalog
+                # off as complete, and a sync prunes what the catalog does not list.
+                raise InvalidResponse("The catalog's next-page links go round in a loop; the catalog was not read to its end")
 
     def _probe_delete(self, repository: str, reference: str) -> int:
         response, _ = self._request(
@@ -490,8 +512,6 @@ class RegistryClient:
         next_url = resolve_on_registry(link, url, self.base_url)  # Distribution sends a relative link
         if next_url is None:
             raise InvalidResponse(f"The next catalog page {link[:200]!r} is on another host; not following it")
-        if next_url == url:
-            raise InvalidResponse("The next catalog page link points at the same page")
         return next_url
 
     def _repository_url(self, repository: str) -> str:
@@ -519,13 +539,11 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         data: bytes | None = None,
-        allow_redirects: bool = False,
     ) -> tuple[requests.Response, bytes]:
         """Send with the credentials we expect to need, answer one 401 challenge, and return
-        the response with its body (at most `limit` bytes) already read."""
-        send = functools.partial(
-            self._send, kind, method, url, headers=headers, params=params, data=data, allow_redirects=allow_redirects
-        )
+        the response with its body (at most `limit` bytes; an error's or redirect's cut there)
+        already read."""
+        send = functools.partial(self._send, kind, method, url, headers=headers, params=params, data=data)
         token = self._known_token(scope)
         sent = self._authorization(token)
         response = send(authorization=sent)
@@ -536,7 +554,7 @@ class RegistryClient:
                 response = send(authorization=retry_with)
         if response.status_code not in expected:
             raise self._error(response, method)
-        return response, self._read(response, limit, what, truncate=response.status_code >= 400)
+        return response, self._read(response, limit, what, truncate=response.status_code >= 300)
 
     def _authorization(self, token: CachedToken | None) -> str | None:
         if token is not None:
@@ -605,7 +623,6 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         data: bytes | None = None,
-        allow_redirects: bool = False,
     ) -> requests.Response:
         all_headers = dict(headers or {})
         if authorization is not None:
@@ -618,15 +635,14 @@ class RegistryClient:
         log_fields = {"kind": kind, "method": method, "host": host, "path": parts.path}
         started = time.perf_counter()
         try:
-            response = self._session.request(
-                method,
-                url,
-                headers=all_headers,
-                params=params,
-                data=data,
-                timeout=self._timeout,
-                allow_redirects=allow_redirects,
-                stream=True,  # bodies are read by _read, with a size cap
+            prepared = self._session.prepare_request(
+                requests.Request(method, url, headers=all_headers, params=params, data=data)
+            )
+            # Straight to the adapter: Session.send reads the whole body of a 3xx, even with
+            # allow_redirects=False (to prepare Response.next), and a registry or storage host
+            # could send gigabytes there. Redirects are followed by get_blob, bodies read by _read.
+            response = self._session.get_adapter(url).send(
+                prepared, stream=True, timeout=self._timeout, verify=self._session.verify
             )
         except requests.exceptions.SSLError as exc:
             _log_call(log_fields, started, None, exc)
@@ -682,6 +698,17 @@ def _timed_out(exc: requests.RequestException) -> bool:
 def _insufficient_scope(response: requests.Response) -> bool:
     challenges = parse_www_authenticate(response.headers.get("WWW-Authenticate"))
     return any(c.error == "insufficient_scope" for c in challenges)
+
+
+def _redirect_target(response: requests.Response, url: str) -> str:
+    location = response.headers.get("Location", "")
+    try:
+        target = urljoin(url, location)
+    except ValueError:
+        target = ""
+    if not location or urlsplit(target).scheme not in ("http", "https"):
+        raise InvalidResponse(f"The registry sent an unusable redirect: {location[:200]!r}")
+    return target
 
 
 def _scopes(scope: str | None) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ KINDS = frozenset(
         "huge",  # answer a valid 10 MiB manifest (with its own correct digest)
         "serve",  # answer `body` as a manifest of `content_type` (with its own correct digest)
         "foreign_link",  # forward, adding a Link rel="next" to `foreign_url`
+        "next_link",  # forward, with `link` (relative or absolute) as the Link rel="next"
         "foreign_realm",  # answer 401 with a Bearer challenge whose realm is `foreign_url`
         "down",  # reset this connection and refuse every later one until accept_connections()
         "hook",  # call `action()` (another client acting between two requests), then forward
@@ -70,6 +71,7 @@ class Fault:
     retry_after: str | None = None
     delay: float = 2.0
     foreign_url: str = ""
+    link: str = ""
     body: bytes = b""
     content_type: str = "application/vnd.oci.image.manifest.v1+json"
     action: Callable[[], object] | None = None
@@ -83,6 +85,8 @@ class Fault:
             raise ValueError(f"unknown fault {self.kind!r}: expected one of {sorted(KINDS)}")
         if self.kind in ("foreign_link", "foreign_realm") and not self.foreign_url:
             raise ValueError(f"fault {self.kind!r} needs foreign_url")
+        if self.kind == "next_link" and not self.link:
+            raise ValueError("fault 'next_link' needs link")
         if self.kind == "hook" and self.action is None:
             raise ValueError("fault 'hook' needs action")
 
@@ -437,6 +441,8 @@ def _mangle(answer: _Answer, fault: Fault) -> None:
     """Change a forwarded answer in place for the content faults."""
     if fault.kind == "foreign_link":
         answer.replace_header("Link", f'<{fault.foreign_url.rstrip("/")}/v2/_catalog?last=a&n=1>; rel="next"')
+    elif fault.kind == "next_link":
+        answer.replace_header("Link", f'<{fault.link}>; rel="next"')
     elif fault.kind in ("invalid_json", "body"):
         answer.body = fault.body if fault.kind == "body" else INVALID_JSON
         # A matching digest, so the client gets as far as parsing (by-tag reads trust the header).
