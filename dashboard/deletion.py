@@ -125,9 +125,10 @@ def _delete_tag_shown(client: RegistryClient, repository: Repository, tag: str, 
     """The registry delete of one tag, which reads the tag once more right before it writes."""
     try:
         _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag, shown_digest))
-    except TagMoved as moved:
+    except (TagMoved, NotFound) as moved:
+        # NotFound: deleted by someone else since the guard read it.
         _resync_tag(client, repository, tag)
-        raise DigestMoved(tag, shown_digest, moved.current) from None
+        raise DigestMoved(tag, shown_digest, getattr(moved, "current", None)) from None
 
 
 def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") -> None:
@@ -366,7 +367,11 @@ def delete_version(
         client = client or client_for(repository.registry)
         live = live or LiveTags(client, repository.name, skip=shown)
         tagged_elsewhere = guard_version(client, repository, digest, shown, live)
-        _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
+        try:
+            _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
+        except NotFound:
+            # Deleted by someone else since the guard read it.
+            raise TargetGone(digest) from None
         live.deleted(digest)
         deleted = VersionDeleted(digest, shown)
         for child in children:

@@ -385,7 +385,7 @@ def restore_tag(
         stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
         if stored != digest:
             raise DigestMismatch(digest, stored)
-        verified = client.head_manifest(repository.name, tag).digest
+        verified = current_digest(client, repository.name, tag)
         # Where the tag is now is the user's doing only if it is where they pointed it.
         mine = verified == digest
         try:
@@ -395,11 +395,13 @@ def restore_tag(
             # The tag has moved all the same: report success, and let the next sync catch up.
             action.notes.append(f"the cache was not refreshed: {error}")
         if not mine:
-            # The PUT took (the registry answered with our digest), and a push moved the tag
-            # again before the check: not a registry failure, and not what the user asked for.
+            # The PUT took (the registry answered with our digest), and a push moved the tag (or a
+            # delete removed it) before the check: not a registry failure, and not what the user
+            # asked for.
+            now = f"moved it to {verified} right after; it points there now" if verified else "deleted it right after"
             raise ActionRefused(
-                f"Tag {tag} was pointed at {digest}, but another push moved it to {verified} right "
-                f"after; it points there now. Check what pushed it before restoring again.",
+                f"Tag {tag} was pointed at {digest}, but another client {now}. Check what did it before "
+                "restoring again.",
                 status=409,
             )
         return RestoreResult(tag, digest, previous, changed=True)

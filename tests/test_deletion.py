@@ -136,6 +136,39 @@ def test_a_push_between_the_guard_and_the_tombstone_is_not_deleted(
     assert audit_rows(repo_name, "delete_tag")[-1].outcome == "refused"
 
 
+def delete_behind_the_back(dashboard: Dashboard, repo: str, digest: str) -> None:
+    requests.delete(f"{dashboard.server.url}/v2/{repo}/manifests/{digest}", timeout=10).raise_for_status()
+
+
+def test_a_tag_or_version_deleted_by_someone_else_mid_delete_is_a_refusal_not_a_registry_failure(
+    proxied: Dashboard, proxy: FaultProxy, people, pusher, repo_name
+):
+    tagged = push(pusher, repo_name, ["1.0", "latest"])
+    version = push(pusher, repo_name, ["2.0"], salt="two")
+    repository = proxied.sync(repo_name)
+    # Each right after the guard's HEADs, as the delete itself starts.
+    proxy.set_fault(
+        Fault("hook", methods={"DELETE"}, path=r"/manifests/latest$", times=1,
+              action=lambda: delete_behind_the_back(proxied, repo_name, tagged.digest))
+    )  # fmt: skip
+    with pytest.raises(ActionRefused) as tag_refused:
+        deletion.delete_tag(None, people.maintainer, repository, "latest", tagged.digest)
+    proxy.set_fault(
+        Fault("hook", methods={"DELETE"}, path=f"/manifests/{version.digest}$", times=1,
+              action=lambda: delete_behind_the_back(proxied, repo_name, version.digest))
+    )  # fmt: skip
+    with pytest.raises(ActionRefused) as version_refused:
+        deletion.delete_version(None, people.maintainer, repository, version.digest, ["2.0"])
+
+    assert (tag_refused.value.status, version_refused.value.status) == (409, 410)
+    assert "latest no longer exists" in tag_refused.value.message
+    assert pusher.tags(repo_name) == []
+    assert [e.outcome for e in audit_rows(repo_name, "delete_tag") + audit_rows(repo_name, "delete_version")] == [
+        "refused",
+        "refused",
+    ]
+
+
 def test_a_pinned_version_cannot_lose_a_tag_or_be_deleted(dashboard, people, pusher, repo_name):
     image = push(pusher, repo_name, ["1.0", "production"])
     repository = dashboard.sync(repo_name)

@@ -213,6 +213,29 @@ def test_a_push_landing_right_after_the_restore_is_reported_not_taken_for_a_regi
     assert (entry.outcome, entry.digest_before) == ("refused", v2.digest)
 
 
+def test_a_tag_deleted_right_after_the_restore_is_reported_not_taken_for_a_registry_failure(
+    proxied: Dashboard, proxy: FaultProxy, people, pusher, repo_name
+):
+    v1 = release(pusher, repo_name, "1.0", JAN, "production")
+    proxied.sync(repo_name)
+    v2 = release(pusher, repo_name, "2.0", FEB, "production")
+    repository = proxied.sync(repo_name)
+    # The third HEAD of the tag is the check after the PUT: v1 is deleted by digest just before.
+    proxy.set_fault(
+        Fault("hook", methods={"HEAD"}, path=r"/manifests/production$", after=2, times=1,
+              action=lambda: delete_by_digest(proxied, repository.name, v1.digest))
+    )  # fmt: skip
+
+    with pytest.raises(ActionRefused) as refused:
+        rollback.restore_tag(
+            None, people.operator, proxied.registry, repository, tag="production", digest=v1.digest, expected=v2.digest
+        )
+
+    assert refused.value.status == 409 and "deleted it right after" in refused.value.message
+    assert pusher.head_digest(repository.name, "production") is None
+    assert audit_rows(repository.name, "restore")[-1].outcome == "refused"
+
+
 def test_restore_needs_the_operator_role_and_hides_the_repository_from_outsiders(two_releases, dashboard, people, pusher):
     repository, v1, v2 = two_releases
     for user, status in ((people.maintainer, 403), (people.viewer, 403), (people.outsider, 404)):
