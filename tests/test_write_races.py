@@ -1,0 +1,326 @@
+"""Stress: another client pushes, retags and deletes (no notifications) while the dashboard
+deletes versions, deletes tags and restores through its views, against the real registry.
+
+The dashboard and the other client both reach the registry through a fault proxy that lets
+one request through at a time, so the proxy's log is the order in which the registry applied
+them. Replaying that log gives where every tag pointed before each of the dashboard's writes;
+the assertions hold for every interleaving, whichever one a run gets:
+
+- every tag the dashboard removed (by tombstone, or with a version) pointed where the user was
+  shown it, and every tag a restore overwrote pointed at the digest the user was shown, unless
+  the other client moved it after the dashboard's last read of it: the one-request window
+  Distribution leaves open (no conditional writes), counted and printed, not hidden;
+- every restore answered with success left the tag on the chosen digest, or was refused (409);
+- every action has one audit entry, `ok` exactly when its write reached the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import AuditEntry, Role, Tag
+from dashboard.registries import configured_registry
+from dashboard.registry.client import USER_AGENT
+from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
+from tests.personas import make_user
+from tests.rollback_support import Dashboard
+from tests.support.fault_proxy import FaultProxy, Seen
+from tests.support.images import MANIFEST_ACCEPT, ImagePusher
+
+pytestmark = pytest.mark.django_db
+
+EXTERNAL_OPERATIONS = 60
+DASHBOARD_ACTIONS = 40
+RELOAD_EVERY = 4  # the user reloads the page (a sync) every few actions
+MOVING_TAGS = ("latest", "production", "stable")
+ACTIONS = {"delete_tag": "delete_tag", "delete_version": "delete_version", "restore": "restore"}
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Action:
+    """One thing the user did, what the page showed them, and the proxy log range it spans."""
+
+    kind: str
+    tag: str = ""
+    digest: str = ""  # delete_tag/restore: the tag's digest shown; delete_version: the version
+    shown: tuple[str, ...] = ()  # delete_version: the tags shown on it
+    target: str = ""  # restore: the digest chosen
+    status: int = 0
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class Replay:
+    """The dashboard's writes checked against the registry's state replayed from the log."""
+
+    wrong: list[str] = field(default_factory=list)
+    window: list[str] = field(default_factory=list)
+    written: set[int] = field(default_factory=set)  # actions whose main write reached the registry
+    restored_elsewhere: set[int] = field(default_factory=set)  # restores moved on right after the PUT
+
+
+class External:
+    """The other client: pushes, retags (as skopeo copy would) and deletes by digest."""
+
+    def __init__(self, url: str, repository: str, seed: int) -> None:
+        self.pusher = ImagePusher(url)
+        self.url = url
+        self.repository = repository
+        self.rng = random.Random(seed)
+        self.done: Counter[str] = Counter()
+
+    def run(self, operations: int) -> None:
+        for number in range(operations):
+            kind = self.rng.choice(["push", "push", "move", "retag", "retag", "delete"])
+            try:
+                getattr(self, kind)(number)
+            except RuntimeError:
+                self.done[f"{kind} lost a race"] += 1  # e.g. the version it read was deleted
+            else:
+                self.done[kind] += 1
+
+    def tags(self) -> list[str]:
+        return self.pusher.tags(self.repository)
+
+    def push(self, number: int) -> None:
+        self.pusher.push_image(self.repository, [f"ext-{number}"], unique=f"ext-{number}", layers=1, layer_size=256)
+
+    def move(self, number: int) -> None:
+        tag = self.rng.choice(MOVING_TAGS)
+        self.pusher.push_image(self.repository, [tag], unique=f"move-{number}", layers=1, layer_size=256)
+
+    def retag(self, number: int) -> None:
+        tags = self.tags()
+        if not tags:
+            return self.push(number)
+        source = self.rng.choice(tags)
+        response = self.pusher.session.get(
+            f"{self.url}/v2/{self.repository}/manifests/{source}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {source}: {response.status_code}")
+        target = self.rng.choice([*MOVING_TAGS, *tags])
+        self.pusher.push_raw_manifest(self.repository, target, response.content, response.headers["Content-Type"])
+
+    def delete(self, number: int) -> None:
+        tags = self.tags()
+        if not tags:
+            return self.push(number)
+        digest = self.pusher.head_digest(self.repository, self.rng.choice(tags))
+        if digest is None:
+            raise RuntimeError("gone")
+        self.pusher._request("DELETE", f"/v2/{self.repository}/manifests/{digest}", expect=(202, 404))
+
+
+def seed_repository(pusher: ImagePusher, repository: str) -> None:
+    for number in range(6):
+        tags = [f"v{number}"] + ([MOVING_TAGS[number % 3]] if number >= 3 else [])
+        pusher.push_image(repository, tags, unique=f"seed-{number}", layers=1, layer_size=256)
+
+
+def dashboard_action(client, repository: str, rng: random.Random) -> Action | None:
+    """One action on what the page shows now (the cache)."""
+    shown = dict(Tag.objects.filter(repository__name=repository).values_list("name", "manifest__digest"))
+    if not shown:
+        return None
+    kind = rng.choice(["delete_tag", "delete_version", "restore", "restore"])
+    tag = rng.choice(sorted(shown))
+    if kind == "delete_tag":
+        action = Action(kind, tag=tag, digest=shown[tag])
+        url, form = reverse("dashboard:delete-tag", args=[repository, tag]), {"digest": shown[tag]}
+    elif kind == "delete_version":
+        digest = shown[tag]
+        on_it = tuple(sorted(name for name, found in shown.items() if found == digest))
+        action = Action(kind, digest=digest, shown=on_it)
+        url = reverse("dashboard:delete-version", args=[repository, digest])
+        form = {"tags": list(on_it), "confirm": repository}
+    else:
+        others = sorted(set(shown.values()) - {shown[tag]})
+        if not others:
+            return None
+        target = rng.choice(others)
+        action = Action(kind, tag=tag, digest=shown[tag], target=target)
+        url = reverse("dashboard:restore", args=[repository])
+        form = {"tag": tag, "digest": target, "expected": shown[tag]}
+    action.status = client.post(url, form).status_code
+    return action
+
+
+def manifest_path(seen: Seen, repository: str) -> str | None:
+    """The reference of a request for one of the repository's manifests, else None."""
+    prefix = f"/v2/{repository}/manifests/"
+    return seen.path.removeprefix(prefix) if seen.path.startswith(prefix) else None
+
+
+def is_tombstone(body: bytes) -> bool:
+    try:
+        return json.loads(body).get("artifactType") == TOMBSTONE_ARTIFACT_TYPE
+    except ValueError:
+        return False
+
+
+def replay(log: list[Seen], actions: list[Action], repository: str) -> Replay:
+    result = Replay()
+    owner = {index: number for number, action in enumerate(actions) for index in range(action.start, action.end)}
+    tags: dict[str, str] = {}
+    last_read: dict[str, int] = {}  # tag -> index of the dashboard's latest read of it (tag list: all)
+    last_write: dict[str, int] = {}  # tag -> index of the other client's latest write moving or removing it
+    listed_at = -1
+    tombstones = set()
+    for index, seen in enumerate(log):
+        reference = manifest_path(seen, repository)
+        ours = seen.agent == USER_AGENT
+        if ours and seen.method == "GET" and seen.path == f"/v2/{repository}/tags/list":
+            listed_at = index
+        if reference is None:
+            continue
+        if ours and seen.method in ("GET", "HEAD"):
+            last_read[reference] = index
+            continue
+        if not (seen.method == "PUT" and seen.status == 201) and not (seen.method == "DELETE" and seen.status == 202):
+            continue
+        number = owner.get(index)
+        action = actions[number] if number is not None else None
+
+        def unseen_move(tag: str) -> bool:
+            """The other client moved `tag` after the dashboard last read it: the open window."""
+            return last_write.get(tag, -1) > max(last_read.get(tag, -1), listed_at if reference.startswith("sha256:") else -1)
+
+        if seen.method == "PUT" and not reference.startswith("sha256:"):
+            before = tags.get(reference)
+            tags[reference] = digest = sha256(seen.body)
+            if not ours:
+                last_write[reference] = index
+                continue
+            tombstone = is_tombstone(seen.body)
+            if tombstone:
+                tombstones.add(digest)
+            if action is None or action.tag != reference or action.kind != ("delete_tag" if tombstone else "restore"):
+                result.wrong.append(f"#{index} PUT {reference} outside an action that names it")
+            elif action.kind == "restore" and digest != action.target:
+                result.wrong.append(f"#{index} restore PUT {reference} -> {digest}, chosen {action.target}")
+            elif before != action.digest:
+                what = f"{reference} was on {before}, shown on {action.digest}"
+                (result.window if unseen_move(reference) else result.wrong).append(f"#{index} {action.kind}: {what}")
+            if action is not None and action.kind == "restore":
+                result.written.add(number)
+        elif seen.method == "DELETE" and reference.startswith("sha256:"):
+            removed = sorted(tag for tag, found in tags.items() if found == reference)
+            for tag in removed:
+                del tags[tag]
+                if not ours:
+                    last_write[tag] = index
+            if not ours:
+                continue
+            if action is None:
+                result.wrong.append(f"#{index} DELETE {reference} outside an action")
+                continue
+            allowed = {action.tag} if reference in tombstones else set(action.shown)
+            if reference not in tombstones and (action.kind != "delete_version" or reference != action.digest):
+                result.wrong.append(f"#{index} DELETE {reference}: not the version of the action")
+            for tag in sorted(set(removed) - allowed):
+                what = f"{action.kind} took {tag} along, shown {sorted(allowed)}"
+                (result.window if unseen_move(tag) else result.wrong).append(f"#{index} {what}")
+            result.written.add(number)
+    # A restore answered with success must have left the tag on the target at its last read.
+    for number, action in enumerate(actions):
+        if action.kind != "restore":
+            continue
+        final = _digest_at_last_read(log, action, repository)
+        if action.status == 302 and final != action.target:
+            result.wrong.append(f"restore {action.tag} reported success, tag on {final} after it")
+        if action.status != 302 and number in result.written and final != action.target:
+            result.restored_elsewhere.add(number)
+    return result
+
+
+def _digest_at_last_read(log: list[Seen], action: Action, repository: str) -> str | None:
+    """Where the tag pointed when the restore checked it last: its first HEAD of the tag after
+    its PUT, or without a PUT (the tag already pointed there) its digest guard."""
+    tags: dict[str, str] = {}
+    checks: list[tuple[bool, str | None]] = []  # (after our PUT?, digest) at each of our HEADs
+    wrote = False
+    for index, seen in enumerate(log[: action.end]):
+        reference = manifest_path(seen, repository)
+        if reference is None:
+            continue
+        mine = index >= action.start and seen.agent == USER_AGENT and reference == action.tag
+        if seen.method == "PUT" and seen.status == 201 and not reference.startswith("sha256:"):
+            tags[reference] = sha256(seen.body)
+            wrote = wrote or mine
+        elif seen.method == "DELETE" and seen.status == 202:
+            tags = {tag: digest for tag, digest in tags.items() if digest != reference}
+        elif mine and seen.method == "HEAD":
+            checks.append((wrote, tags.get(action.tag)))
+    return next(digest for after, digest in checks if after == wrote)
+
+
+def test_the_dashboard_deletes_and_restores_only_what_it_showed_while_another_client_writes(
+    settings, registry, repo_name, client
+):
+    proxy = FaultProxy(registry.url, serialize=True)
+    try:
+        settings.REGISTRY_URL = proxy.url
+        dashboard = Dashboard(configured_registry(), registry)
+        seed_repository(ImagePusher(proxy.url), repo_name)
+        dashboard.sync(repo_name)
+        client.force_login(make_user("dora", pattern="*", role=Role.ADMIN))
+        external = External(proxy.url, repo_name, seed=14)
+        other = threading.Thread(target=external.run, args=(EXTERNAL_OPERATIONS,), name="external-client")
+        rng = random.Random(41)
+        actions: list[Action] = []
+        other.start()
+        for step in range(DASHBOARD_ACTIONS):
+            if step % RELOAD_EVERY == 0:
+                dashboard.sync(repo_name)
+            start = len(proxy.seen())
+            action = dashboard_action(client, repo_name, rng)
+            if action is not None:
+                action.start, action.end = start, len(proxy.seen())
+                actions.append(action)
+        other.join()
+        log = proxy.seen()
+    finally:
+        proxy.stop()
+
+    result = replay(log, actions, repo_name)
+    outcomes = Counter(f"{action.kind} {action.status}" for action in actions)
+    print(
+        f"\nstress: other client {dict(external.done)}; dashboard {dict(sorted(outcomes.items()))}; "
+        f"{len(result.written)} writes reached the registry; {len(result.window)} in the one-request window; "
+        f"{len(result.wrong)} wrong; {len(log)} registry requests"
+    )
+    for line in result.window:
+        print("  window:", line)
+    for entry in AuditEntry.objects.filter(repository=repo_name, outcome="failed"):
+        print("  failed:", entry.action, entry.tag, entry.reason)
+    assert result.wrong == []
+    # Every answer is one the views document: done, refused as moved or gone, never a failure.
+    assert {action.status for action in actions} <= {302, 409, 410}
+    for number, action in enumerate(actions):
+        entries = AuditEntry.objects.filter(action=ACTIONS[action.kind], repository=repo_name)
+        entry = entries.order_by("id")[number_of(actions, number)]
+        assert entry.outcome == ("ok" if action.status == 302 else "refused"), action
+        wrote = number in result.written or (action.kind == "restore" and action.status == 302)
+        assert wrote == (action.status == 302 or number in result.restored_elsewhere), action
+    assert AuditEntry.objects.filter(repository=repo_name).count() == len(actions)
+    # Both sides did something: the run exercised the races it is about.
+    assert external.done["retag"] and len(result.written) > 0
+
+
+def number_of(actions: list[Action], number: int) -> int:
+    """The position of action `number` among the actions of its kind (audit entries are per kind)."""
+    return sum(action.kind == actions[number].kind for action in actions[:number])
