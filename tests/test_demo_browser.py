@@ -18,6 +18,7 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from dashboard import demo
+from dashboard.models import RetentionPolicy
 from dashboard.registries import configured_registry
 from tests.personas import FAST_HASHERS, make_user
 from tests.support.images import ImagePusher
@@ -56,6 +57,8 @@ def test_first_ten_minutes_ops_find_where_production_pointed_and_what_it_can_go_
     page.get_by_placeholder("Search repositories…").fill(story.shop)
     page.locator("#catalog-results").get_by_role("link", name=re.compile(r"website-ecommerce")).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("website-ecommerce")
+    # The base image's layers, shared with node-base, checkout-service and the payments worker.
+    expect(page.locator("#repository-facts")).to_contain_text(re.compile(r"[\d.]+ MB shared with 3 repositories"))
 
     page.get_by_role("link", name="Roll back a tag…").click()
     page.get_by_label("Tag").fill("production")
@@ -98,8 +101,10 @@ def _demo_pages(story: demo.Story) -> list[str]:
         "/pins/",
         "/retention/",
         "/retention/new/",
+        f"/retention/{RetentionPolicy.objects.get(name=demo.NIGHTLY_POLICY).pk}/edit/",
         f"/retention/preview/?{urlencode({'policy': demo.NIGHTLY_POLICY})}",
         "/storage/",
+        "/storage/growth/",
         "/audit/",
         "/access/",
         "/account/api-tokens/",

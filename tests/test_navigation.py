@@ -73,6 +73,9 @@ def test_the_current_page_is_marked_and_pages_inside_a_section_mark_it_too(clien
         ("Retention", "true")
     ]
     assert [(label, current) for label, _, current in navigation(client, "/pins/") if current] == [("Pins", "page")]
+    assert [(label, current) for label, _, current in navigation(client, "/storage/growth/") if current] == [
+        ("Storage", "true")
+    ]
     html = client.get(reverse("dashboard:api-tokens")).content.decode()
     assert re.search(r'href="/account/api-tokens/" aria-current="page"', html)
     assert [current for _, _, current in navigation(client, reverse("dashboard:api-tokens")) if current] == []
