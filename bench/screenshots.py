@@ -42,6 +42,7 @@ def prepare(scratch: Path, registry_url: str) -> dict[str, str]:
         "REGISTRY_URL": registry_url,
         "REGISTRY_PUBLIC_HOST": PUBLIC_HOST,
         "LOG_LEVEL": "WARNING",
+        "REGISTRY_LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "registry_browser.settings",
     }
     os.environ.update(env)
@@ -51,10 +52,14 @@ def prepare(scratch: Path, registry_url: str) -> dict[str, str]:
 
     django.setup()
     from dashboard import demo
-    from dashboard.registries import configured_registry
+    from dashboard.registries import client_for, configured_registry
+    from dashboard.sync import sync_registry
 
     call_command("migrate", verbosity=0)
-    demo.seed(configured_registry(), ImagePusher(registry_url), EPOCH)
+    registry = configured_registry()
+    demo.seed(registry, ImagePusher(registry_url), EPOCH)
+    # As `make demo` does after the story: the registry panel's "last full sync".
+    sync_registry(registry, client_for(registry))
     get_user_model().objects.create_superuser("demo", password=PASSWORD)
     return env
 
@@ -89,6 +94,7 @@ def photograph(base_url: str) -> None:
         "multi-arch": ("/repositories/shop-api/-/tags/3.2.0/", False),
         "rollback": ("/repositories/website-ecommerce/-/rollback/?tag=production", False),
         "tag-history": ("/repositories/website-ecommerce/-/tags/production/history/", False),
+        "storage": ("/storage/", False),
     }
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
