@@ -19,10 +19,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard import deletion, rollback, storage
+from dashboard import attachments, deletion, rollback, storage
 from dashboard.access import repository_for, visible_repositories
 from dashboard.actions import ActionRefused
-from dashboard.models import ApiToken, Pin, Repository, Tag
+from dashboard.models import ApiToken, Pin, Repository, Tag, VersionSecurity
 from dashboard.registries import configured_registry
 
 PAGE_SIZE = 500
@@ -158,27 +158,13 @@ def tags(request: HttpRequest, name: str) -> JsonResponse:
         .order_by("name")
     )
     rows, next_url = _page(request, listed, reverse("dashboard:api-tags", args=[repository.name]))
-    pinned = set(
-        Pin.objects.filter(repository=repository, digest__in={tag.manifest.digest for tag in rows}).values_list(
-            "digest", flat=True
-        )
-    )
+    digests = {tag.manifest.digest for tag in rows}
+    pinned = set(Pin.objects.filter(repository=repository, digest__in=digests).values_list("digest", flat=True))
+    security = attachments.security_by_digest(repository, digests)
     return JsonResponse(
         {
             "repository": repository.name,
-            "tags": [
-                {
-                    "name": tag.name,
-                    "digest": tag.manifest.digest,
-                    "media_type": tag.manifest.media_type,
-                    "kind": tag.manifest.kind,
-                    "created": _time(tag.created),
-                    "size": tag.manifest.size,
-                    "pinned": tag.manifest.digest in pinned,
-                    "pointed_at": _time(tag.pointed_at),
-                }
-                for tag in rows
-            ],
+            "tags": [_tag_json(tag, tag.manifest.digest in pinned, security.get(tag.manifest.digest)) for tag in rows],
             "next": next_url,
         }
     )
@@ -242,6 +228,8 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     if found is None:
         raise ActionRefused(f"No such tag: {tag}.", status=404)
     current = found.current
+    shown = [candidate.manifest.digest for candidate in found.versions] + ([current.manifest.digest] if current else [])
+    security = attachments.security_by_digest(repository, shown)
     return JsonResponse(
         {
             "repository": repository.name,
@@ -251,6 +239,7 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
                     "digest": current.manifest.digest,
                     "created": _time(current.created),
                     "pointed_at": _time(current.pointed_at),
+                    **security_json(security.get(current.manifest.digest)),
                 }
                 if current
                 else None
@@ -269,6 +258,7 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
                     "untagged": not candidate.tags,
                     "pinned": candidate.pin is not None,
                     "pin": pin_json(candidate.pin) if candidate.pin else None,
+                    **security_json(security.get(candidate.manifest.digest)),
                 }
                 for candidate in found.versions
             ],
@@ -276,10 +266,49 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     )
 
 
-@api_view("DELETE")
+def _tag_json(tag: Tag, pinned: bool, security: VersionSecurity | None) -> dict:
+    return {
+        "name": tag.name,
+        "digest": tag.manifest.digest,
+        "media_type": tag.manifest.media_type,
+        "kind": tag.manifest.kind,
+        "created": _time(tag.created),
+        "size": tag.manifest.size,
+        "pinned": pinned,
+        "pointed_at": _time(tag.pointed_at),
+        **security_json(security),
+    }
+
+
+def security_json(security: VersionSecurity | None) -> dict:
+    """`signature` and `vulnerabilities` of a version (see dashboard.attachments);
+    `vulnerabilities` is null when no report is attached."""
+    signature = {"status": security.signature_status if security else "unsigned", "key": None}
+    if security and security.signature_status == "verified":
+        signature["key"] = security.signature_key
+    report = security.report if security and security.report_id else None
+    vulnerabilities = None
+    if report is not None:
+        vulnerabilities = {severity: getattr(security, severity) for severity in attachments.COUNTED} | {
+            "scanner": report.scanner,
+            "scanner_version": report.scanner_version,
+            "scanned_at": _time(report.scanned_at),
+        }
+    return {"signature": signature, "vulnerabilities": vulnerabilities}
+
+
+@api_view("GET", "DELETE")
 def tag(request: HttpRequest, name: str, tag: str) -> JsonResponse:
-    """DELETE ?expected_digest=<the tag's digest now>: removes the tag (not other tags)."""
+    """GET: the tag, with its version's signature and vulnerability counts. DELETE
+    ?expected_digest=<the tag's digest now>: removes the tag (not other tags)."""
     repository = _repository(request, name)
+    if request.method == "GET":
+        found = Tag.objects.filter(repository=repository, name=tag).select_related("manifest").first()
+        if found is None:
+            raise ActionRefused(f"No such tag: {tag[:200]}.", status=404)
+        pinned = Pin.objects.filter(repository=repository, digest=found.manifest.digest).exists()
+        security = attachments.security_by_digest(repository, [found.manifest.digest])
+        return JsonResponse(_tag_json(found, pinned, security.get(found.manifest.digest)))
     expected = request.GET.get("expected_digest", "")
     if not expected:
         raise ActionRefused("expected_digest is required: the digest the tag points at now.")

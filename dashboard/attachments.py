@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.actions import ActionRefused
 from dashboard.models import Attachment, Finding, Manifest, Repository, SbomPackage, Tag, TrustedKey, VersionSecurity
 from dashboard.registries import public_host
 from dashboard.registry import (
@@ -423,3 +424,90 @@ def summarize_all() -> None:
     repositories = Repository.objects.filter(manifests__attachments__isnull=False).distinct()
     for repository in repositories.select_related("registry"):
         summarize(repository)
+
+
+# What the pages read ---------------------------------------------------------------------------
+
+
+@dataclass
+class SupplyChain:
+    """A version's panel: its summary row, the attachments about it (an index's include its
+    platform images'), the reports counted and the provenance found."""
+
+    security: VersionSecurity | None
+    attachments: list[Attachment]
+    reports: list[Attachment]
+    provenance: list[Attachment]
+
+    @property
+    def report(self) -> Attachment | None:
+        return self.security.report if self.security else None
+
+
+def _current_attachments(repository: Repository, digests: set[str]) -> list[Attachment]:
+    """Attachments about `digests` whose artifact is attached now (not an old signature kept
+    as a tag's previous digest)."""
+    current = {(c.digest, c.subject) for c in candidates(repository) if c.subject in digests}
+    rows = (
+        Attachment.objects.filter(manifest__repository=repository, subject_digest__in=digests)
+        .select_related("manifest")
+        .defer("signed_data", "manifest__raw", "manifest__raw_config", "manifest__config", "manifest__layers")
+        .order_by("subject_digest", "kind", "id")
+    )
+    return [a for a in rows if (a.manifest.digest, a.subject_digest) in current]
+
+
+def supply_chain(repository: Repository, manifest: Manifest) -> SupplyChain:
+    digests = {manifest.digest} | {child["digest"] for child in manifest.children}
+    found = _current_attachments(repository, digests)
+    security = (
+        VersionSecurity.objects.filter(repository=repository, digest=manifest.digest).select_related("report").first()
+    )
+    by_subject: dict[str, list[Attachment]] = defaultdict(list)
+    for attachment in found:
+        by_subject[attachment.subject_digest].append(attachment)
+    children = {manifest.digest: digests - {manifest.digest}}
+    return SupplyChain(
+        security,
+        found,
+        counted_reports(manifest.digest, by_subject, children),
+        [a for a in found if a.kind == Kind.PROVENANCE and a.about_subject],
+    )
+
+
+def findings(reports: list[Attachment]) -> list[Finding]:
+    """The reports' findings, each (id, package, installed) once, most severe first."""
+    distinct: dict[tuple[str, str, str], Finding] = {}
+    for finding in Finding.objects.filter(attachment__in=reports).order_by("id"):
+        distinct.setdefault((finding.vulnerability_id, finding.package, finding.installed), finding)
+    return sorted(distinct.values(), key=lambda f: (COUNTED.index(f.severity), f.vulnerability_id, f.package))
+
+
+def packages(attachments: list[Attachment]) -> list[SbomPackage]:
+    """Packages the attachments list, each (name, version, purl) once, by name."""
+    distinct: dict[tuple[str, str, str], SbomPackage] = {}
+    rows = SbomPackage.objects.filter(attachment__in=[a for a in attachments if a.about_subject]).order_by("id")
+    for package in rows:
+        distinct.setdefault((package.name, package.version, package.purl), package)
+    return sorted(distinct.values(), key=lambda p: (p.name.lower(), p.version))
+
+
+def security_by_digest(repository: Repository, digests: Iterable[str]) -> dict[str, VersionSecurity]:
+    """The summary rows of `digests`, in one query, for badges in lists."""
+    digests = set(digests)
+    if not digests:
+        return {}
+    rows = VersionSecurity.objects.filter(repository=repository, digest__in=digests).select_related("report")
+    return {row.digest: row for row in rows.defer("report__signed_data", "report__provenance")}
+
+
+def require_verified(repository: Repository, digest: str) -> None:
+    """RESTORE_REQUIRE_SIGNATURE: refuse a restore target that is not verified (409)."""
+    row = VersionSecurity.objects.filter(repository=repository, digest=digest).first()
+    status = row.signature_status if row else Status.UNSIGNED
+    if status != Status.VERIFIED:
+        raise ActionRefused(
+            f"Restores need a verified signature here (RESTORE_REQUIRE_SIGNATURE), and {digest} is {status}: "
+            "no trusted key signed this version. Nothing was changed.",
+            status=409,
+        )

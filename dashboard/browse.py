@@ -19,10 +19,10 @@ from django.db.models import Count, Q, QuerySet, Window
 from django.urls import reverse
 from django_tasks import TaskResult, TaskResultStatus
 
-from dashboard import sql, tasks
+from dashboard import attachments, sql, tasks
 from dashboard.access import AnyUser, role_on
 from dashboard.forms import CatalogQuery, TagQuery
-from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
+from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory, VersionSecurity
 from dashboard.registry import (
     HistoryStep,
     ImageConfig,
@@ -188,6 +188,7 @@ class TagRow:
     pinned: bool = False
     # First of a run of rows on one digest: the table draws such runs as a group.
     group_start: bool = True
+    security: VersionSecurity | None = None
 
     @property
     def label(self) -> str:
@@ -232,7 +233,7 @@ def _pinned(repository: Repository, digests: set[str]) -> set[str]:
 
 
 def tag_rows(repository: Repository, page: QuerySet[Tag]) -> list[TagRow]:
-    """Rows for one page of filter_tags (a sliced queryset): three queries, whatever the page
+    """Rows for one page of filter_tags (a sliced queryset): four queries, whatever the page
     or repository size. The list shows a few columns of each tag and its manifest, never the
     raw bytes or config."""
     links = RowLinks(repository)
@@ -251,7 +252,9 @@ def tag_rows(repository: Repository, page: QuerySet[Tag]) -> list[TagRow]:
         names[manifest_id].append(name)
         totals[manifest_id] = total
     pinned = _pinned(repository, {tag.digest for tag in tags})
+    security = attachments.security_by_digest(repository, {tag.digest for tag in tags})
     for row in rows:
+        row.security = security.get(row.tag.digest)
         others = [name for name in names[row.tag.manifest_id] if name != row.tag.name]
         row.siblings = [(name, links.tag(name)) for name in others[:SIBLINGS_SHOWN]]
         row.more_siblings = totals.get(row.tag.manifest_id, 1) - 1 - len(row.siblings)

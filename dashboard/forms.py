@@ -73,6 +73,27 @@ class TagQuery(_ListQuery):
     orderings = TAG_ORDERINGS
 
 
+SEVERITY_CHOICES = [("", "Any severity")] + [(s, s.capitalize()) for s in ("critical", "high", "medium", "low", "unknown")]
+
+
+class VulnerabilityQuery(_SortedQuery):
+    """The vulnerabilities page: findings of one version's reports, sorted in memory."""
+
+    severity = forms.ChoiceField(required=False, choices=SEVERITY_CHOICES)
+    fixed = forms.ChoiceField(
+        required=False, choices=[("", "Fixed or not"), ("yes", "A fix exists"), ("no", "No fix yet")]
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        initial="severity",
+        choices=[("severity", "Severity"), ("id", "Vulnerability"), ("package", "Package")],
+    )
+
+
+class PackageQuery(QueryForm):
+    q = forms.CharField(required=False, max_length=255, label="Package")
+
+
 # The storage table sorts in memory (one row per visible repository, all on one page).
 STORAGE_ORDERINGS = {
     "exclusive": lambda usage: (-usage.exclusive, usage.name),

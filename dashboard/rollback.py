@@ -14,6 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -21,6 +22,7 @@ from django.http import HttpRequest
 
 from dashboard import sql
 from dashboard.actions import ActionRefused, DigestMoved, current_digest, guarded_action
+from dashboard.attachments import require_verified
 from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
 from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
@@ -371,6 +373,8 @@ def restore_tag(
         if expected:
             validate_digest(expected)
         action.digest_after = digest
+        if settings.RESTORE_REQUIRE_SIGNATURE:
+            require_verified(repository, digest)
         client = client_for(registry)
         previous = _check_unchanged(registry, client, repository.name, tag, expected)
         if previous == digest:

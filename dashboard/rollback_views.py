@@ -9,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,7 +23,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from dashboard import audit, rollback
+from dashboard import attachments, audit, rollback
 from dashboard.access import (
     login_or_public_read,
     repository_for,
@@ -230,11 +231,16 @@ def rollback_candidates(request: HttpRequest, name: str) -> HttpResponse:
     candidates = rollback.rollback_candidates(repository, tag) if tag else None
     if tag and candidates is None:
         raise Http404("No such tag")
+    shown = [candidate.manifest.digest for candidate in candidates.versions] if candidates else []
+    if candidates and candidates.current:
+        shown.append(candidates.current.manifest.digest)
     context = {
         "repository": repository,
         "query": query,
         "tag": tag,
         "candidates": candidates,
+        "securities": attachments.security_by_digest(repository, shown),
+        "require_signature": settings.RESTORE_REQUIRE_SIGNATURE,
         "suggestions": rollback.deployment_tags(repository),
         "can_restore": _is_operator(request, repository),
         "page_url": reverse("dashboard:rollback", args=[repository.name]),

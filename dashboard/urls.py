@@ -1,6 +1,16 @@
 from django.urls import path
 
-from dashboard import api, audit_views, deletion_views, rollback_views, storage_views, task_views, views, webhooks
+from dashboard import (
+    api,
+    audit_views,
+    deletion_views,
+    rollback_views,
+    storage_views,
+    supply_views,
+    task_views,
+    views,
+    webhooks,
+)
 
 app_name = "dashboard"
 
@@ -12,6 +22,12 @@ urlpatterns = [
     path("refresh/", views.catalog_refresh, name="catalog-refresh"),
     path("repositories/<path:name>/-/tags/<str:tag>/", views.tag, name="tag"),
     path("repositories/<path:name>/-/manifests/<str:digest>/", views.manifest, name="manifest"),
+    path(
+        "repositories/<path:name>/-/manifests/<str:digest>/vulnerabilities/",
+        supply_views.vulnerabilities,
+        name="vulnerabilities",
+    ),
+    path("repositories/<path:name>/-/manifests/<str:digest>/packages/", supply_views.packages, name="packages"),
     path("repositories/<path:name>/-/refresh/", views.repository_refresh, name="repository-refresh"),
     path("repositories/<path:name>/-/tags/<str:tag>/history/", rollback_views.tag_history, name="tag-history"),
     path("repositories/<path:name>/-/pin/", rollback_views.pin, name="pin"),

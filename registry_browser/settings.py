@@ -245,6 +245,8 @@ REGISTRY_NOTIFICATIONS_MAX_BYTES = env_int("REGISTRY_NOTIFICATIONS_MAX_BYTES", 1
 
 # Supply chain: see dashboard/attachments.py. PEM public keys (comma-separated file paths; a
 # key's name is its file name without extension) whose signatures count as verified, besides
-# the keys admins add; and the largest attached payload the sync downloads.
+# the keys admins add; the largest attached payload the sync downloads; and whether a restore
+# (page or API) refuses a version without a verified signature.
 SIGNATURE_PUBLIC_KEYS = env_list("SIGNATURE_PUBLIC_KEYS", [])
 ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 16 * 1024 * 1024)
+RESTORE_REQUIRE_SIGNATURE = env_bool("RESTORE_REQUIRE_SIGNATURE", False)

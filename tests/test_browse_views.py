@@ -22,10 +22,11 @@ pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 HOSTILE = "<script>alert('x')</script>"
-# Session, user, registry, repository, count, page, siblings, pins, plus the pins panel and the
-# head's exclusive/shared bytes; what matters most is that the count is the same for 3 tags and for 300.
-PAGE_QUERY_BOUND = 13
-# The tag page adds history, signatures, attached artifacts and the version panel.
+# Session, user, registry, repository, count, page, siblings, pins, supply-chain badges, plus the
+# pins panel and the head's exclusive/shared bytes; what matters most is that the count is the
+# same for 3 tags and for 300.
+PAGE_QUERY_BOUND = 14
+# The tag page adds history, signatures, attached artifacts, the version and supply-chain panels.
 TAG_PAGE_QUERY_BOUND = 20
 
 

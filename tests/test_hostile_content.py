@@ -28,6 +28,7 @@ from dashboard.registry.mediatypes import DOCKER_SCHEMA1_SIGNED
 from dashboard.sync import sync_registry
 from tests.page_checks import csp_violations
 from tests.personas import make_user
+from tests.support import supplychain as sc
 from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.images import OCI_MANIFEST, ImagePusher, PushedImage, _descriptor, sha256_digest
 from tests.support.registry_server import RegistryServer
@@ -183,6 +184,22 @@ def hostile(registry: RegistryServer, pusher: ImagePusher) -> Hostile:
         "odd-types",
     )
 
+    # Supply-chain payloads whose strings come from an attacker: package names, CVE titles,
+    # URLs and provenance, in a Trivy report (attested), an SBOM and SLSA provenance.
+    supply = pushed.add("supply", pusher.push_image(odd, ["supplied"], unique=f"{root}-supply"), "supplied")
+    hostile_findings = [
+        {"id": f"CVE-{SCRIPT}", "severity": "critical", "package": ATTRIBUTE, "installed": SCRIPT, "fixed": ATTRIBUTE,
+         "title": SCRIPT, "url": JS_URLS["org.opencontainers.image.source"]},
+        {"id": ATTRIBUTE, "severity": SCRIPT, "title": ATTRIBUTE, "url": f'https://example.com/{ATTRIBUTE}'},
+        {"id": "CVE-2026-9", "severity": "high", "url": JS_URLS["org.opencontainers.image.documentation"]},
+    ]
+    report = sc.trivy_report(supply.digest, hostile_findings)
+    sc.push_attestation(pusher, odd, supply.digest, sc.statement(supply.digest, sc.VULN, sc.vuln_predicate(report)), None)
+    provenance = sc.statement(supply.digest, "https://slsa.dev/provenance/v1", sc.slsa_v1("javascript:window.__pwned=1", SCRIPT))
+    sbom_layer = ("application/vnd.cyclonedx+json", sc.cyclonedx_sbom([(SCRIPT, ATTRIBUTE), ("plain", "1")]), {})
+    sc.push_cosign(pusher, odd, supply.digest, "sbom", [sbom_layer])
+    sc.push_referrer(pusher, odd, supply, "application/vnd.in-toto+json", json.dumps(provenance).encode())
+
     # An index whose arm64 image was deleted, and an image whose config blob was deleted.
     index = pushed.add("index", pusher.push_index(broken, ["multi"], unique=f"{root}-index"), "multi")
     _delete(registry, f"/v2/{broken}/manifests/{index.children[1].digest}")
@@ -226,6 +243,9 @@ def browse_urls(hostile: Hostile, manifest_pages: Collection[str] | None = None)
     for key, image in hostile.images.items():
         if manifest_pages is None or key in manifest_pages:
             urls.append(reverse("dashboard:manifest", args=[image.repository, image.digest]))
+    supply = hostile.images["supply"]
+    for route in ("vulnerabilities", "packages"):
+        urls.append(reverse(f"dashboard:{route}", args=[supply.repository, supply.digest]))
     compare = reverse("dashboard:compare", args=[evil.repository])
     urls.append(compare + "?" + urlencode({"from": "1.0", "to": "2.0"}))
     urls.append(compare + "?" + urlencode({"from": "2.0", "to": "many-labels"}))
@@ -306,6 +326,13 @@ def test_every_page_renders_hostile_content_as_text(site: Registry, hostile: Hos
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown
     assert "javascript:window.__pwned=1" in shown
 
+    supply = hostile.images["supply"]
+    listed = client.get(reverse("dashboard:vulnerabilities", args=[supply.repository, supply.digest])).content.decode()
+    assert "CVE-&lt;script&gt;window.__pwned=1&lt;/script&gt;" in listed
+    assert "href=\"https://example.com/" not in listed  # a URL with markup in it is no link
+    packages = client.get(reverse("dashboard:packages", args=[supply.repository, supply.digest])).content.decode()
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in packages
+
 
 def test_the_api_answers_hostile_content_as_json(site: Registry, hostile: Hostile, client: Client, admin: User) -> None:
     _, token = ApiToken.issue(admin, "hostile")
@@ -338,7 +365,7 @@ def test_no_injected_script_runs_in_a_browser(
     session = client.cookies["sessionid"].value
     page.context.add_cookies([{"name": "sessionid", "value": session, "url": live_server.url}])
     # Tag and manifest pages share a template: a few manifest pages stand for the rest.
-    for url in browse_urls(hostile, manifest_pages={"evil", "index", "odd-types"}):
+    for url in browse_urls(hostile, manifest_pages={"evil", "index", "odd-types", "supply"}):
         response = page.goto(live_server.url + url)
         assert response is not None and response.status == 200, url
         assert page.evaluate("typeof window.__pwned") == "undefined", url

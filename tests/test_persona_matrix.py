@@ -197,6 +197,8 @@ ROUTES: dict[str, Route] = {
     ),
     "dashboard:tag": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
     "dashboard:manifest": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_digest),
+    "dashboard:vulnerabilities": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_digest),
+    "dashboard:packages": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_digest),
     "dashboard:task-status": Route(
         {"GET": Call(Role.VIEWER)},
         "repository",
@@ -305,6 +307,7 @@ ROUTES: dict[str, Route] = {
     "dashboard:api-candidates": Route({"GET": Call(Role.VIEWER)}, "api-repository", name_and_tag),
     "dashboard:api-tag": Route(
         {
+            "GET": Call(Role.VIEWER),
             "DELETE": Call(
                 Role.MAINTAINER, ok=409, data=lambda world, repository, persona: {"expected_digest": _digest(world, repository)}
             )
@@ -488,6 +491,8 @@ PUBLIC_WHEN_READ_IS_OPEN = {
     "dashboard:repository",
     "dashboard:tag",
     "dashboard:manifest",
+    "dashboard:vulnerabilities",
+    "dashboard:packages",
     "dashboard:tag-history",
     "dashboard:compare",
     "dashboard:rollback",

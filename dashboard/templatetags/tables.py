@@ -16,6 +16,7 @@ from dashboard.browse import TagRow, repository_links
 from dashboard.models import Repository
 from dashboard.templatetags.delete_tags import TableControls
 from dashboard.templatetags.display import basename, digest, escape, kind_badges, size, tag_links, when
+from dashboard.templatetags.supply_tags import security_badges
 
 register = template.Library()
 
@@ -28,6 +29,8 @@ def _name_cell(row: TagRow) -> str:
         parts.append('<span class="badge badge-pin">pinned</span>')
     if row.cosign:
         parts.append(f'<span class="badge badge-sig">{escape(row.cosign.kind)}</span>')
+    if row.security:
+        parts.append(security_badges(row.security))
     if row.siblings:
         more = f" and {row.more_siblings} more" if row.more_siblings else ""
         parts.append(f'<div class="siblings">same digest as {tag_links(row.siblings)}{more}</div>')

@@ -1,0 +1,152 @@
+"""The supply chain on the pages and in the API: panel, vulnerabilities, packages, badges,
+rollback candidates and RESTORE_REQUIRE_SIGNATURE."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import ApiToken, AuditEntry
+from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
+from tests.supplychain_support import Release, release  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.django_db
+
+
+def text(response) -> str:
+    """The page's visible words, tags dropped, spaces squeezed."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def test_tag_page_panel(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    name = release.repository.name
+    page = text(client.get(reverse("dashboard:tag", args=[name, "1.0"])))
+    assert "Supply chain" in page
+    assert "signed ✓ verified with the key release" in page
+    assert "0 critical 0 high 0 medium 0 low 0 unknown" in page
+    assert "trivy 0.57.1, scanned" in page
+
+    page = text(client.get(reverse("dashboard:tag", args=[name, "2.0"])))
+    assert "signed, unknown key signed, but no trusted key checks the signature" in page
+    assert "1 critical 1 high 0 medium 1 low 0 unknown" in page
+    assert "unsigned report" in page
+    page = text(client.get(reverse("dashboard:manifest", args=[name, release.current.digest])))
+    assert "unsigned nothing signs this version" in page
+    assert "No vulnerability report attached." in page
+
+
+def test_vulnerabilities_page_sorts_filters_and_links_https_only(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    url = reverse("dashboard:vulnerabilities", args=[release.repository.name, release.vulnerable.digest])
+    response = client.get(url)
+    assert response.status_code == 200
+    body = response.content.decode()
+    ids = re.findall(r"CVE-2026-000\d", body)
+    assert ids == ["CVE-2026-0001", "CVE-2026-0002", "CVE-2026-0003"]  # most severe first
+    assert '<a href="https://avd.aquasec.com/nvd/cve-2026-0001" rel="noopener noreferrer nofollow">CVE-2026-0001</a>' in body
+    assert "insecure.example.com" not in body  # an http link from the report is not a link
+    assert "3.0.13" in body and "no fix" in body
+
+    by_package = client.get(url, {"sort": "package"}).content.decode()
+    assert re.findall(r"CVE-2026-000\d", by_package) == ["CVE-2026-0003", "CVE-2026-0001", "CVE-2026-0002"]
+    critical = client.get(url, {"severity": "critical"}).content.decode()
+    assert re.findall(r"CVE-2026-000\d", critical) == ["CVE-2026-0001"]
+    unfixed = client.get(url, {"fixed": "no"}).content.decode()
+    assert re.findall(r"CVE-2026-000\d", unfixed) == ["CVE-2026-0002"]
+    assert client.get(url, {"severity": "bogus"}).status_code == 400
+
+
+def test_packages_page(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    url = reverse("dashboard:packages", args=[release.repository.name, release.clean.digest])
+    page = text(client.get(url))
+    assert "openssl 3.0.13 pkg:deb/debian/openssl@3.0.13" in page
+    assert "openssl" not in text(client.get(url, {"q": "zlib"})).split("Packages", 2)[-1]
+
+
+def test_repository_page_badges(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    body = client.get(reverse("dashboard:repository", args=[release.repository.name])).content.decode()
+    row_of = {
+        tag: re.search(rf'<tr[^>]*>(?:(?!</tr>).)*?>{re.escape(tag)}</a>(?:(?!</tr>).)*</tr>', body, re.S).group(0)
+        for tag in ("1.0", "2.0", "3.0")
+    }
+    assert "signed ✓" in row_of["1.0"] and "no vulnerabilities" in row_of["1.0"]
+    assert "signed, unknown key" in row_of["2.0"] and "1 critical" in row_of["2.0"]
+    assert "badge-signature" not in row_of["3.0"] and "badge-vulns" not in row_of["3.0"]
+
+
+def test_rollback_candidates_show_badges(client, people: People, release: Release):
+    client.force_login(people.operator)
+    body = client.get(reverse("dashboard:rollback", args=[release.repository.name]), {"tag": "production"})
+    rows = re.findall(r'<tr class="candidate">.*?</tr>', body.content.decode(), re.S)
+    assert len(rows) == 2
+    vulnerable, clean = rows  # newest created first
+    assert release.vulnerable.digest[7:19] in vulnerable and "1 critical" in vulnerable
+    assert release.clean.digest[7:19] in clean and "signed ✓" in clean and "no vulnerabilities" in clean
+
+
+@pytest.mark.parametrize("through", ["page", "api"])
+def test_restore_require_signature_refuses_what_is_not_verified(client, people, release, settings, through):
+    settings.RESTORE_REQUIRE_SIGNATURE = True
+    name = release.repository.name
+
+    def restore(digest: str):
+        if through == "page":
+            client.force_login(people.operator)
+            data = {"tag": "production", "digest": digest, "expected": release.current.digest}
+            return client.post(reverse("dashboard:restore", args=[name]), data)
+        token = ApiToken.issue(people.operator, "deploy")[1]
+        return client.post(
+            reverse("dashboard:api-restore", args=[name, "production"]),
+            {"digest": digest, "expected_digest": release.current.digest},
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    refused = restore(release.vulnerable.digest)
+    assert refused.status_code == 409
+    message = "Restores need a verified signature here (RESTORE_REQUIRE_SIGNATURE)"
+    assert message in (refused.json()["error"] if through == "api" else refused.content.decode())
+    assert AuditEntry.objects.filter(action="restore", outcome="refused", reason__contains="unverified").exists()
+    done = restore(release.clean.digest)
+    assert done.status_code == (302 if through == "page" else 200)
+    assert release.repository.tags.get(name="production").manifest.digest == release.clean.digest
+
+
+def test_restore_without_the_setting_takes_any_version(client, people, release):
+    client.force_login(people.operator)
+    data = {"tag": "production", "digest": release.vulnerable.digest, "expected": release.current.digest}
+    assert client.post(reverse("dashboard:restore", args=[release.repository.name]), data).status_code == 302
+
+
+def test_api_tag_tags_and_candidates_carry_signature_and_vulnerabilities(client, people, release):
+    token = ApiToken.issue(people.viewer, "ci")[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    name = release.repository.name
+    clean = client.get(reverse("dashboard:api-tag", args=[name, "1.0"]), headers=headers).json()
+    assert clean["signature"] == {"status": "verified", "key": "release"}
+    assert clean["vulnerabilities"] == {
+        "critical": 0, "high": 0, "medium": 0, "low": 0, "unknown": 0,
+        "scanner": "trivy", "scanner_version": "0.57.1", "scanned_at": "2026-11-20T08:30:00+00:00",
+    }
+    listed = client.get(reverse("dashboard:api-tags", args=[name]), headers=headers).json()["tags"]
+    by_name = {tag["name"]: tag for tag in listed}
+    assert by_name["2.0"]["signature"] == {"status": "unverified", "key": None}
+    assert by_name["2.0"]["vulnerabilities"]["critical"] == 1
+    assert by_name["3.0"]["signature"] == {"status": "unsigned", "key": None}
+    assert by_name["3.0"]["vulnerabilities"] is None
+    candidates = client.get(reverse("dashboard:api-candidates", args=[name, "production"]), headers=headers).json()
+    statuses = {c["digest"]: c["signature"]["status"] for c in candidates["candidates"]}
+    assert statuses == {release.clean.digest: "verified", release.vulnerable.digest: "unverified"}
+    assert candidates["current"]["signature"]["status"] == "unsigned"
+    assert client.get(reverse("dashboard:api-tag", args=[name, "nope"]), headers=headers).status_code == 404
+
+
+def test_hidden_repository_pages_are_404(client, people, release):
+    client.force_login(people.outsider)
+    for route in ("vulnerabilities", "packages"):
+        assert client.get(reverse(f"dashboard:{route}", args=[release.repository.name, release.clean.digest])).status_code == 404
