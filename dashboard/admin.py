@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db.models import Count
 
 from dashboard import audit, models, retention
 
@@ -26,6 +27,34 @@ class RepositoryAdmin(admin.ModelAdmin):
     list_display = ["name", "registry", "tag_count", "total_size", "last_pushed_at", "last_synced_at"]
     list_filter = ["registry"]
     search_fields = ["name"]
+
+
+@admin.register(models.RemovedRepository)
+class RemovedRepositoryAdmin(ReadOnlyAdmin):
+    """Repositories that left the registry's catalog: hidden everywhere else, kept with their
+    pins and tag history, and restored by the sync when the name comes back."""
+
+    list_display = ["name", "registry", "removed_at", "pins", "history_rows"]
+    list_filter = ["registry"]
+    search_fields = ["name"]
+    ordering = ["-removed_at"]
+
+    def get_queryset(self, request):
+        return (
+            self.model.with_removed.filter(removed_at__isnull=False)
+            .select_related("registry")
+            .annotate(
+                pin_count=Count("pins", distinct=True), history_count=Count("tag_history", distinct=True)
+            )
+        )
+
+    @admin.display(description="pins kept", ordering="pin_count")
+    def pins(self, obj) -> int:
+        return obj.pin_count
+
+    @admin.display(description="tag history rows kept", ordering="history_count")
+    def history_rows(self, obj) -> int:
+        return obj.history_count
 
 
 @admin.register(models.Manifest)

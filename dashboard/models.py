@@ -43,7 +43,18 @@ class Registry(models.Model):
         return self.name
 
 
+class ListedRepositoryManager(models.Manager):
+    """Repositories the registry's catalog lists: the default manager, so every page, search,
+    count and API (and the reverse `registry.repositories`) leaves removed ones out."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(removed_at__isnull=True)
+
+
 class Repository(models.Model):
+    """A repository of the registry. One that leaves the catalog is marked `removed_at`, not
+    deleted: its pins and tag history stay, and the row comes back when the name does."""
+
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="repositories")
     name = models.CharField(max_length=255)
     namespace = models.CharField(max_length=255, blank=True, db_index=True)
@@ -55,6 +66,13 @@ class Repository(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)
     last_sync_error_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the repository left the registry's catalog; hidden since."
+    )
+
+    objects = ListedRepositoryManager()
+    # Removed ones too: for the sync (which restores them) and the admin's list of removed ones.
+    with_removed = models.Manager()
 
     class Meta:
         verbose_name_plural = "repositories"
@@ -75,6 +93,15 @@ class Repository(models.Model):
     @property
     def is_empty(self) -> bool:
         return self.tag_count == 0
+
+
+class RemovedRepository(Repository):
+    """The admin's list of repositories that left the catalog (`Repository.removed_at`)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "removed repository"
+        verbose_name_plural = "removed repositories"
 
 
 def namespace_of(repository_name: str) -> str:
@@ -188,7 +215,9 @@ class TagHistory(models.Model):
         NOTIFICATION = "notification", "registry notification"
         USER = "user", "user action"
 
-    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="tag_history")
+    # PROTECT: history is never deleted as a side effect (a repository leaving the catalog is
+    # marked removed, see Repository).
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="tag_history")
     tag = models.CharField(max_length=128)
     digest = models.CharField(max_length=100)
     since = models.DateTimeField(default=timezone.now)
@@ -262,7 +291,7 @@ class TaskProgress(models.Model):
 class Pin(models.Model):
     """A protected version: the pin holds the digest, not the tag."""
 
-    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="pins")
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="pins")  # as TagHistory
     digest = models.CharField(max_length=100)
     tags_at_pin = models.JSONField(default=list, blank=True, help_text="Tags that pointed at the digest when pinned.")
     reason = models.CharField(max_length=500)

@@ -158,6 +158,11 @@ class Readout:
     unsettled: set[str] = field(default_factory=set)  # tags caught mid-delete (tombstones)
     kept_present: dict[str, bool] = field(default_factory=dict)  # untagged kept digests checked
 
+    @property
+    def shows_repository(self) -> bool:
+        """The registry knows the repository: its tag list was read, or a tag was found."""
+        return self.complete or any(self.heads.values())
+
     def add(self, digest: str, content: Content | None) -> None:
         if content is None:
             self.absent.add(digest)
@@ -397,7 +402,11 @@ def write_repository(
     """Bring the cached rows of one repository in line with a readout; `user` is whose action
     (a restore) moved the tags, named on the history periods it closes and opens."""
     now = now or timezone.now()
-    repository, _ = Repository.objects.get_or_create(registry=registry, name=readout.name)
+    if not readout.shows_repository and not Repository.objects.filter(registry=registry, name=readout.name).exists():
+        # E.g. a notification naming a repository the registry does not have: nothing to cache.
+        return RepositoryResult(readout.name)
+    # A removed repository's row, pins and history are restored when the name comes back.
+    repository, _ = Repository.with_removed.get_or_create(registry=registry, name=readout.name)
     for _attempt in range(WRITE_ATTEMPTS):
         try:
             with transaction.atomic():
@@ -418,7 +427,7 @@ def _apply(
 ) -> RepositoryResult:
     # Serialises writers of one repository (SQLite's IMMEDIATE transactions already do), and
     # everything below is read after the lock, so a concurrent sync's rows are seen, not duplicated.
-    repository = Repository.objects.select_for_update().get(pk=repository.pk)
+    repository = Repository.with_removed.select_for_update().get(pk=repository.pk)
     cached = _cached_manifests(repository)
     rows = Tag.objects.filter(repository=repository).values_list("id", "name", "manifest_id")
     tags = {name: (tag_id, manifest_id) for tag_id, name, manifest_id in rows}
@@ -450,13 +459,13 @@ def _apply(
 
     untouched = {digest_of[manifest_id] for tag, (_, manifest_id) in tags.items() if tag not in gone | target.keys()}
     pruned = prune(repository, cached, set(target.values()) | untouched, readout.kept_present, now)
-    result.changed = bool(new_tags or moved or gone or created or pruned)
-    updates: dict[str, Any] = {"last_sync_error": "", "last_sync_error_at": None}
+    result.changed = bool(new_tags or moved or gone or created or pruned or repository.removed_at)
+    updates: dict[str, Any] = {"last_sync_error": "", "last_sync_error_at": None, "removed_at": None}
     if readout.complete:
         updates["last_synced_at"] = now
     if result.changed or repository.tag_count != len(tags) - len(gone) + len(new_tags):
         updates.update(repository_totals(repository))
-    Repository.objects.filter(pk=repository.pk).update(**updates)
+    Repository.with_removed.filter(pk=repository.pk).update(**updates)
     return result
 
 
@@ -987,10 +996,11 @@ def _finish(
 
 
 def _remove_vanished(registry: Registry, client: RegistryClient, unlisted: set[str]) -> int:
-    """Delete the repositories cached before the walk that the (completely read) catalog did not
-    list and whose tag list the registry no longer knows (a push since the catalog was read
-    brings a name back). Distribution never drops a name, even when every tag is gone, so this
-    only follows a storage wipe."""
+    """Mark removed the repositories cached before the walk that the (completely read) catalog
+    did not list and whose tag list the registry no longer knows (a push since the catalog was
+    read brings a name back). Distribution never drops a name, even when every tag is gone, so
+    this only follows a storage wipe. Their tags and manifests go, as in the registry; their
+    pins and tag history stay (periods closed), for admins to see and for the name's return."""
     gone = set()
     for name in sorted(unlisted):
         try:
@@ -1002,7 +1012,15 @@ def _remove_vanished(registry: Registry, client: RegistryClient, unlisted: set[s
     vanished = list(Repository.objects.filter(registry=registry, name__in=gone).values_list("pk", flat=True))
     if vanished:
         logger.warning("Removing %d repositories no longer in the catalog of %s", len(vanished), registry.url)
-        # Tags first: their PROTECT key to Manifest stops a cascade that reaches both at once.
-        Tag.objects.filter(repository_id__in=vanished).delete()
-        Repository.objects.filter(pk__in=vanished).delete()
+        now = timezone.now()
+        with transaction.atomic():
+            TagHistory.objects.filter(repository_id__in=vanished, until__isnull=True).update(
+                until=now, ended_by=Source.SYNC
+            )
+            # Tags first: their PROTECT key to Manifest stops deleting both at once.
+            Tag.objects.filter(repository_id__in=vanished).delete()
+            Manifest.objects.filter(repository_id__in=vanished).delete()
+            Repository.objects.filter(pk__in=vanished).update(
+                removed_at=now, tag_count=0, total_size=0, last_pushed_at=None
+            )
     return len(vanished)

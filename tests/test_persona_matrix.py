@@ -22,8 +22,9 @@ from django.db import transaction
 from django.test import Client
 from django.test.utils import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
-from dashboard.models import AccessRule, ApiToken, AuditEntry, Pin, RetentionPolicy, Role
+from dashboard.models import AccessRule, ApiToken, AuditEntry, Pin, Repository, RetentionPolicy, Role
 from dashboard.registries import client_for, configured_registry
 from dashboard.sync import sync_registry
 from dashboard.tasks import enqueue_sync
@@ -482,6 +483,31 @@ def test_the_admin_persona_does_see_the_hidden_repository(world: World):
     ]
     for secret in world.secrets():
         assert any(secret in body for body in bodies), secret
+
+
+def test_a_removed_repository_is_gone_for_every_persona(world: World):
+    """A repository that left the catalog keeps its rows (its pin here) but is a 404 on every
+    repository route and named on no other page, for admins too. The one exception is the
+    status of a sync of it, which says to those who may see the name that it is gone."""
+    problems = []
+    with transaction.atomic():
+        assert Repository.objects.filter(name=VISIBLE).update(removed_at=timezone.now()) == 1
+        for persona in PERSONAS:
+            client = client_for_persona(world, persona)
+            for name, route in sorted(ROUTES.items()):
+                for method, repository, htmx in cases(route, persona):
+                    if repository == HIDDEN or name == "dashboard:task-status":
+                        continue
+                    with transaction.atomic():
+                        response = request(client, world, name, method, persona, repository, htmx)
+                        transaction.set_rollback(True)
+                    where = f"{persona:>10} {name} {method} {'htmx' if htmx else ''}"
+                    if repository is not None and persona != "anonymous" and response.status_code != 404:
+                        problems.append(f"{where} -> {response.status_code}, expected 404")
+                    if VISIBLE in body_of(response):
+                        problems.append(f"{where} -> shows {VISIBLE}")
+        transaction.set_rollback(True)
+    assert problems == [], "\n".join(problems)
 
 
 # Public read: anonymous visitors browse, and still cannot act -----------------------------

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,13 +19,17 @@ import pytest
 import requests
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import ProtectedError
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import RegistryClient, Unavailable
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from dashboard import notifications, sync
 from dashboard.sync import Source, sync_registry, sync_repository, sync_tag
+from tests.personas import make_user
 from tests.support.images import ImagePusher, PushedImage
 from tests.support.registry_server import RegistryServer, start_registry
 
@@ -543,13 +548,15 @@ def test_a_registry_stopping_mid_sync_leaves_the_cache_as_it_was(own_registry):
     assert (cache.reachable, cache.unreachable_since) == (True, None)
 
 
-def test_a_repository_gone_from_the_catalog_is_removed_after_a_complete_walk(own_registry):
+def test_a_repository_gone_from_the_catalog_is_removed_keeping_its_pins_and_history(own_registry):
     pusher = ImagePusher(own_registry.url)
     for name in ["keep", "wiped"]:
         pusher.push_image(name, "1.0", unique=name)
     cache = Registry.objects.create(name="own", url=own_registry.url)
     with RegistryClient(cache.url) as client:
         sync_registry(cache, client)
+    wiped = Repository.objects.get(name="wiped")
+    pin = Pin.objects.create(repository=wiped, digest=cached_tags("wiped")["1.0"], reason="production")
     own_registry.stop()
     shutil.rmtree(own_registry.root / "storage/docker/registry/v2/repositories/wiped")
     own_registry.start()
@@ -559,6 +566,56 @@ def test_a_repository_gone_from_the_catalog_is_removed_after_a_complete_walk(own
 
     assert summary.removed_repositories == 1
     assert list(Repository.objects.values_list("name", flat=True)) == ["keep"]
+    removed = Repository.with_removed.get(pk=wiped.pk)
+    assert (removed.removed_at is not None, removed.tag_count, removed.total_size) == (True, 0, 0)
+    assert list(Pin.objects.filter(repository=removed)) == [pin]
+    assert periods("wiped", "1.0") == [(pin.digest, False, Source.SYNC, Source.SYNC)]
+    assert not Tag.objects.filter(repository=removed).exists()
+    assert not Manifest.objects.filter(repository=removed).exists()
+
+    # The name comes back: the same row, with its pins and history, and a new period.
+    again = pusher.push_image("wiped", "1.0", unique="again")
+    with RegistryClient(cache.url) as client:
+        sync_registry(cache, client)
+    restored = Repository.objects.get(name="wiped")
+    assert (restored.pk, restored.removed_at, restored.tag_count) == (wiped.pk, None, 1)
+    assert list(Pin.objects.filter(repository=restored)) == [pin]
+    assert periods("wiped", "1.0") == [
+        (pin.digest, False, Source.SYNC, Source.SYNC),
+        (again.digest, True, Source.SYNC, ""),
+    ]
+
+
+def test_admins_see_removed_repositories_with_what_they_keep_in_the_django_admin(cache):
+    removed = Repository.objects.create(registry=cache, name="gone/api", removed_at=CREATED)
+    Repository.objects.create(registry=cache, name="listed/api")
+    Pin.objects.create(repository=removed, digest="sha256:" + "4" * 64, reason="production")
+    for tag in ("1.0", "latest"):
+        TagHistory.objects.create(repository=removed, tag=tag, digest="sha256:" + "4" * 64, until=CREATED)
+    browser = Client()
+    browser.force_login(make_user("boss", superuser=True))
+
+    page = browser.get(reverse("admin:dashboard_removedrepository_changelist")).content.decode()
+
+    row = page[page.index("gone/api") :].split("</tr>")[0]
+    assert re.findall(r'<td class="field-(pins|history_rows)">(\d+)</td>', row) == [("pins", "1"), ("history_rows", "2")]
+    assert "listed/api" not in page
+    listed = browser.get(reverse("admin:dashboard_repository_changelist")).content.decode()
+    assert "listed/api" in listed and "gone/api" not in listed
+
+
+def test_pins_and_history_are_never_deleted_with_their_repository(cache, pusher, repo_name):
+    pusher.push_image(repo_name, "1.0")
+    sync_fresh(cache, repo_name)
+    repository = Repository.objects.get(name=repo_name)
+    assert TagHistory.objects.filter(repository=repository).exists()
+    with pytest.raises(ProtectedError):
+        repository.delete()
+    Tag.objects.filter(repository=repository).delete()
+    TagHistory.objects.filter(repository=repository).delete()
+    Pin.objects.create(repository=repository, digest="sha256:" + "3" * 64, reason="kept")
+    with pytest.raises(ProtectedError):
+        repository.delete()
 
 
 def test_a_repository_pushed_again_after_the_catalog_was_read_is_kept(own_registry):
