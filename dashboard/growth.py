@@ -48,15 +48,17 @@ class Growth:
 def growth(user: AnyUser, registry: Registry) -> Growth:
     visible = visible_names(user, "name")
     samples = StorageSample.objects.filter(registry=registry)
+    # Repositories the catalog lists: one removed since its last sample is named nowhere.
+    repositories = samples.filter(scope=Scope.REPOSITORY, name__in=registry.repositories.values("name"))
     series: list[Series] = []
     if visible is None:
         total = Series("Registry total", Scope.REGISTRY)
         total.points = list(samples.filter(scope=Scope.REGISTRY).order_by("day").values_list("day", "bytes"))
         series.append(total)
         series += _top(samples.filter(scope=Scope.NAMESPACE), Scope.NAMESPACE)
-        series += _top(samples.filter(scope=Scope.REPOSITORY), Scope.REPOSITORY)
+        series += _top(repositories, Scope.REPOSITORY)
     else:
-        series += _top(samples.filter(scope=Scope.REPOSITORY).filter(visible), Scope.REPOSITORY)
+        series += _top(repositories.filter(visible), Scope.REPOSITORY)
     return Growth(series, _markers(user), visible is None)
 
 

@@ -33,7 +33,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from dashboard import attachments, storage
-from dashboard.models import Manifest, ManifestBlob, Pin, Registry, Repository, Tag, TagHistory
+from dashboard.models import Manifest, ManifestBlob, Pin, Registry, Repository, Tag, TagHistory, VersionSecurity
 from dashboard.registry import (
     FetchedManifest,
     ImageConfig,
@@ -1020,6 +1020,7 @@ def _remove_vanished(registry: Registry, client: RegistryClient, unlisted: set[s
             # Tags first: their PROTECT key to Manifest stops deleting both at once.
             Tag.objects.filter(repository_id__in=vanished).delete()
             Manifest.objects.filter(repository_id__in=vanished).delete()
+            VersionSecurity.objects.filter(repository_id__in=vanished).delete()  # summed from those
             Repository.objects.filter(pk__in=vanished).update(
                 removed_at=now, tag_count=0, total_size=0, last_pushed_at=None
             )
