@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -81,6 +82,14 @@ class RetentionQuery(forms.Form):
     policy = forms.ModelChoiceField(
         queryset=RetentionPolicy.objects.all(), to_field_name="name", required=False, empty_label="All enabled policies"
     )
+
+    def __init__(self, *args, policies: QuerySet[RetentionPolicy], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the policies the user may see: naming another is answered like a missing one.
+        self.fields["policy"].queryset = policies
+
+    def unknown_policy(self) -> bool:
+        return self.has_error("policy", "invalid_choice")
 
 
 class RetentionApplyForm(RetentionQuery):
@@ -301,7 +310,7 @@ def bulk_delete(request: HttpRequest, name: str) -> HttpResponse:
 @require_safe
 @signed_in
 def retention_policies(request: HttpRequest) -> HttpResponse:
-    policies = RetentionPolicy.objects.order_by("name")
+    policies = retention.policies_visible_to(request.user, configured_registry())
     context = {
         "policies": [(policy, retention.describe(policy)) for policy in policies],
         "can_manage": is_admin(request.user),
@@ -328,12 +337,14 @@ def retention_policy_edit(request: HttpRequest, pk: int | None = None) -> HttpRe
     return render(request, "dashboard/delete/retention_form.html", {"form": form, "policy": policy}, status=status)
 
 
-def _retention_context(request: HttpRequest, registry: Registry, policy: RetentionPolicy | None) -> dict:
-    plan = retention.plan(registry, retention.deletable_repositories(request.user, registry), policy)
+def _retention_context(
+    request: HttpRequest, registry: Registry, policy: RetentionPolicy | None, policies: QuerySet[RetentionPolicy]
+) -> dict:
+    plan = retention.plan(registry, retention.deletable_repositories(request.user, registry), policy, among=policies)
     return {
         "plan": plan,
         "policy": policy,
-        "policy_choices": RetentionPolicy.objects.order_by("name"),
+        "policy_choices": policies,
         "registry": registry,
         "fingerprint": plan.fingerprint(),
     }
@@ -343,23 +354,28 @@ def _retention_context(request: HttpRequest, registry: Registry, policy: Retenti
 @signed_in
 def retention_preview(request: HttpRequest) -> HttpResponse:
     """The dry run: what applying would delete in the repositories the user may delete in."""
-    query = RetentionQuery(request.GET)
+    registry = configured_registry()
+    policies = retention.policies_visible_to(request.user, registry)
+    query = RetentionQuery(request.GET, policies=policies)
     if not query.is_valid():
-        return _message(request, "dashboard/bad_request.html", "policy: no such retention policy", 400, "")
-    context = _retention_context(request, configured_registry(), query.cleaned_data["policy"])
+        raise Http404("No such retention policy")
+    context = _retention_context(request, registry, query.cleaned_data["policy"], policies)
     return render(request, "dashboard/delete/retention_preview.html", context)
 
 
 @require_POST
 @signed_in
 def retention_apply(request: HttpRequest) -> HttpResponse:
-    form = RetentionApplyForm(request.POST)
+    registry = configured_registry()
+    policies = retention.policies_visible_to(request.user, registry)
+    form = RetentionApplyForm(request.POST, policies=policies)
     back = reverse("dashboard:retention")
+    if form.unknown_policy():
+        raise Http404("No such retention policy")
     if not form.is_valid():
         return _refused(request, "The form was incomplete: open the preview again.", 400, back)
-    registry = configured_registry()
     policy = form.cleaned_data["policy"]
-    context = _retention_context(request, registry, policy)
+    context = _retention_context(request, registry, policy, policies)
     if context["fingerprint"] != form.cleaned_data["fingerprint"]:
         # Someone pushed, synced or deleted since the preview: what was approved is not what would run.
         context["error"] = "The plan changed since your preview. Nothing was deleted; review the new plan below."

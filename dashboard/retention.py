@@ -31,7 +31,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from dashboard import storage
-from dashboard.access import role_on, visible_repositories
+from dashboard.access import is_admin, role_on, visible_repositories
 from dashboard.actions import ActionRefused
 from dashboard.deletion import (
     LiveTags,
@@ -253,11 +253,28 @@ def deletable_repositories(user, registry: Registry) -> QuerySet[Repository]:
     return visible if len(allowed) == len(rows) else visible.filter(pk__in=allowed)
 
 
-def policies_to_run(policy: RetentionPolicy | None = None) -> list[RetentionPolicy]:
-    """The named policy (even when disabled: naming it is asking for it), else every enabled one."""
+def policies_visible_to(user, registry: Registry) -> QuerySet[RetentionPolicy]:
+    """Admins see every policy; others the policies whose pattern matches a repository they may
+    see in the cache. A pattern names repositories (`team-b/payroll-*`), so one matching only
+    hidden ones would tell of them; one matching none of theirs could not touch their
+    repositories anyway."""
+    policies = RetentionPolicy.objects.order_by("name")
+    if is_admin(user):
+        return policies
+    visible = visible_repositories(user, registry)
+    shown = [policy.pk for policy in policies if visible.filter(name__glob=policy.repository_pattern).exists()]
+    return policies.filter(pk__in=shown)
+
+
+def policies_to_run(
+    policy: RetentionPolicy | None = None, among: QuerySet[RetentionPolicy] | None = None
+) -> list[RetentionPolicy]:
+    """The named policy (even when disabled: naming it is asking for it), else every enabled one
+    (of `among`, when given)."""
     if policy is not None:
         return [policy]
-    return list(RetentionPolicy.objects.filter(enabled=True).order_by("name"))
+    among = RetentionPolicy.objects.all() if among is None else among
+    return list(among.filter(enabled=True).order_by("name"))
 
 
 def plan(
@@ -265,11 +282,12 @@ def plan(
     repositories: QuerySet[Repository],
     policy: RetentionPolicy | None = None,
     now: datetime | None = None,
+    among: QuerySet[RetentionPolicy] | None = None,
 ) -> Plan:
-    """What running `policy` (or every enabled policy) on `repositories` would delete, from
-    the cache; nothing is changed and the registry is not asked."""
+    """What running `policy` (or every enabled policy, of `among` when given) on `repositories`
+    would delete, from the cache; nothing is changed and the registry is not asked."""
     now = now or timezone.now()
-    run = policies_to_run(policy)
+    run = policies_to_run(policy, among)
     guardians = {p.pk: p for p in RetentionPolicy.objects.filter(enabled=True)} | {p.pk: p for p in run}
     result = Plan(run, [])
     if not run:

@@ -101,6 +101,8 @@ def build_world(images: Images) -> World:
     team_b = Group.objects.create(name="team-b")
     world.rule = AccessRule.objects.create(group=team_b, pattern="team-b/*", role=Role.MAINTAINER)
     world.policy = RetentionPolicy.objects.create(name="matrix-policy", repository_pattern="nothing-here/*", enabled=False)
+    # Its pattern names the hidden repository: only admins may read it (retention pages).
+    RetentionPolicy.objects.create(name="matrix-hidden-policy", repository_pattern=HIDDEN, enabled=False)
     for name, digest in ((VISIBLE, images.pinned), (HIDDEN, images.hidden)):
         repository = registry.repositories.get(name=name)
         # The pins are what keeps an allowed deletion from reaching the registry.

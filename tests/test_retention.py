@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from dashboard import retention, rollback
 from dashboard.access import visible_repositories
-from dashboard.models import AuditEntry, DeletedVersion, Repository, RetentionPolicy, Tag
+from dashboard.models import AuditEntry, DeletedVersion, Repository, RetentionPolicy, Role, Tag
+from dashboard.registries import configured_registry
 from tests.personas import make_user
 from tests.rollback_support import Dashboard, People, dashboard, people, proxied, proxy  # noqa: F401 (fixtures)
 from tests.support.fault_proxy import FaultProxy
@@ -370,3 +371,33 @@ def test_viewers_plan_nothing_and_only_admins_manage_policies(dashboard, people,
     change = AuditEntry.objects.filter(action="retention_policy_saved").first().reason
     assert "keep the newest 5 to " in change and change.endswith("keep the newest 9")
     assert pusher.tags(repo_name) == ["old"]  # saving a policy deletes nothing
+
+
+def test_policies_are_shown_only_to_those_who_may_see_a_repository_they_match(client):
+    registry = configured_registry()
+    Repository.objects.bulk_create(Repository(registry=registry, name=n) for n in ("team-a/api", "team-b/payroll-ledger"))
+    policy("team-a-weekly", repository_pattern="team-a/*", keep_newest=5)
+    policy("everything", repository_pattern="*", older_than_days=90)
+    policy("payroll", repository_pattern="team-b/payroll-*", older_than_days=30)
+    policy("unused", repository_pattern="nothing-here/*", older_than_days=30)
+    maintainer = make_user("alice", pattern="team-a/*", role=Role.MAINTAINER)
+    client.force_login(maintainer)
+
+    page = client.get(reverse("dashboard:retention")).content.decode()
+    assert "team-a-weekly" in page and "everything" in page
+    assert "payroll" not in page and "unused" not in page and "nothing-here" not in page
+    preview = client.get(reverse("dashboard:retention-preview"))
+    assert [p.name for p in preview.context["policy_choices"]] == ["everything", "team-a-weekly"]
+    assert "payroll" not in preview.content.decode()
+    assert client.get(reverse("dashboard:retention-preview"), {"policy": "team-a-weekly"}).status_code == 200
+    # Hidden and unknown alike: a 404, for the preview and for applying.
+    for name in ("payroll", "unused", "no-such-policy"):
+        assert client.get(reverse("dashboard:retention-preview"), {"policy": name}).status_code == 404
+        applied = client.post(reverse("dashboard:retention-apply"), {"policy": name, "fingerprint": "0" * 64})
+        assert applied.status_code == 404
+    assert not AuditEntry.objects.filter(action__startswith="retention_delete").exists()
+
+    client.force_login(make_user("root", superuser=True))
+    page = client.get(reverse("dashboard:retention")).content.decode()
+    assert all(name in page for name in ("team-a-weekly", "everything", "team-b/payroll-*", "nothing-here/*"))
+    assert client.get(reverse("dashboard:retention-preview"), {"policy": "payroll"}).status_code == 200
