@@ -119,15 +119,16 @@ def candidates(repository: Repository) -> set[Candidate]:
         )
         .values_list("digest", "subject_digest", "kind", "tags__name", "raw")
     )
-    found: set[Candidate] = set()
+    found: dict[tuple[str, str], Candidate] = {}
     for digest, subject, kind, tag, raw in rows:
-        if tag and (match := COSIGN_TAG.fullmatch(tag)):
-            found.add(Candidate(digest, f"sha256:{match['hex']}", Attachment.Via.COSIGN))
-        if subject:
-            found.add(Candidate(digest, subject, Attachment.Via.REFERRER))
         if kind == Manifest.Kind.INDEX:
-            found.update(_attestation_manifests(bytes(raw)))
-    return found
+            found.update(((c.digest, c.subject), c) for c in _attestation_manifests(bytes(raw)))
+        if subject:
+            found[digest, subject] = Candidate(digest, subject, Attachment.Via.REFERRER)
+        if tag and (match := COSIGN_TAG.fullmatch(tag)):
+            # Named both ways (a cosign tag on a referrer): read once, as cosign's.
+            found[digest, f"sha256:{match['hex']}"] = Candidate(digest, f"sha256:{match['hex']}", Attachment.Via.COSIGN)
+    return set(found.values())
 
 
 def _attestation_manifests(raw: bytes) -> list[Candidate]:

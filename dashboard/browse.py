@@ -201,7 +201,18 @@ def filter_tags(repository: Repository, query: TagQuery) -> QuerySet[Tag]:
     tags = Tag.objects.filter(repository=repository)
     if query.cleaned_data["q"]:
         tags = tags.filter(name__icontains=query.cleaned_data["q"])
+    if not query.cleaned_data["attached"]:
+        tags = tags.exclude(ATTACHED_TAGS)
     return tags.order_by(*query.ordering())
+
+
+# cosign's sha256-<hex>.sig/.att/.sbom and the referrers tag schema's sha256-<hex>; the prefix
+# keeps the lookup on the (repository, name) index.
+ATTACHED_TAGS = Q(name__startswith="sha256-", name__regex=r"^sha256-[a-f0-9]{64}(\.(sig|att|sbom))?$")
+
+
+def attached_tag_count(repository: Repository) -> int:
+    return Tag.objects.filter(ATTACHED_TAGS, repository=repository).count()
 
 
 def _first_names_per_manifest(manifest_ids: set[int]) -> list[tuple[int, str, int]]:

@@ -65,6 +65,8 @@ class CatalogQuery(_ListQuery):
 
 
 class TagQuery(_ListQuery):
+    # Signatures, attestations, SBOMs and referrers indexes are folded under their versions.
+    attached = forms.BooleanField(required=False, label="Show attached artifacts")
     sort = forms.ChoiceField(
         required=False,
         initial="created",

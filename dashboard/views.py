@@ -99,7 +99,10 @@ def catalog_refresh(request: HttpRequest) -> HttpResponse:
 def _repository_context(request: HttpRequest, registry: Registry, repository: Repository, query: TagQuery) -> dict:
     # Unfiltered, the count is the repository's tag_count, written with its tag rows by every
     # sync and delete (one transaction): counting 10,000 rows again took 0.6 ms of a 17 ms page.
+    attached = browse.attached_tag_count(repository)
     count = None if query.cleaned_data["q"] else repository.tag_count
+    if count is not None and not query.cleaned_data["attached"]:
+        count -= attached
     page = _paginate(browse.filter_tags(repository, query), query, count)
     page_url = reverse("dashboard:repository", args=[repository.name])
     return {
@@ -109,6 +112,7 @@ def _repository_context(request: HttpRequest, registry: Registry, repository: Re
         "params": query.data,
         "page": page,
         "rows": browse.tag_rows(repository, page.object_list),
+        "attached_count": attached,
         "share": storage.repository_share(request.user, repository),
         "page_url": page_url,
         "refresh_url": _with_query(reverse("dashboard:repository-refresh", args=[repository.name]), request),

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 HOSTILE = "<script>alert('x')</script>"
-# Session, user, registry, repository, count, page, siblings, pins, supply-chain badges, plus the
-# pins panel and the head's exclusive/shared bytes; what matters most is that the count is the
-# same for 3 tags and for 300.
-PAGE_QUERY_BOUND = 14
+# Session, user, registry, repository, count, page, siblings, pins, supply-chain badges and the
+# count of attached artifacts' tags, plus the pins panel and the head's exclusive/shared bytes;
+# what matters most is that the count is the same for 3 tags and for 300.
+PAGE_QUERY_BOUND = 15
 # The tag page adds history, signatures, attached artifacts, the version and supply-chain panels.
 TAG_PAGE_QUERY_BOUND = 20
 
@@ -417,10 +417,14 @@ def test_signature_tags_show_as_signatures(admin_client, cache, pusher, repo_nam
     )
     sync(cache, repo_name)
 
-    listing = admin_client.get(repository_url(repo_name)).content.decode()
+    folded = admin_client.get(repository_url(repo_name)).content.decode()
+    listing = admin_client.get(repository_url(repo_name, attached="1")).content.decode()
     signature = admin_client.get(reverse("dashboard:tag", args=[repo_name, signature_tag])).content.decode()
     signed = admin_client.get(reverse("dashboard:tag", args=[repo_name, "1.0"])).content.decode()
 
+    # Folded under the version by default (dashboard/attachments.py), listed on request.
+    assert 'class="badge badge-sig"' not in folded and tag_names_in(folded) == ["1.0"]
+    assert "folded under their versions" in folded
     assert '<span class="badge badge-sig">signature</span>' in listing
     assert "application/vnd.dev.cosign.artifact.sig.v1+json" in signature
     assert f'href="{reverse("dashboard:manifest", args=[repo_name, image.digest])}"' in signature

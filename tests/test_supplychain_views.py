@@ -150,3 +150,18 @@ def test_hidden_repository_pages_are_404(client, people, release):
     client.force_login(people.outsider)
     for route in ("vulnerabilities", "packages"):
         assert client.get(reverse(f"dashboard:{route}", args=[release.repository.name, release.clean.digest])).status_code == 404
+
+
+def test_attached_artifacts_are_folded_under_their_versions(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    url = reverse("dashboard:repository", args=[release.repository.name])
+    folded = client.get(url)
+    names = re.findall(r'class="tag-link" href="[^"]+"[^>]*>([^<]+)</a>', folded.content.decode())
+    assert sorted(names) == ["1.0", "2.0", "3.0", "production"]
+    page = text(folded)
+    assert "4 tags · 5 signature, attestation or SBOM tags folded under their versions: show them" in page
+    assert "3 attached" in page  # 1.0: its signature, attestation and SBOM
+    listed = client.get(url, {"attached": "1"})
+    names = re.findall(r'class="tag-link" href="[^"]+"[^>]*>([^<]+)</a>', listed.content.decode())
+    assert len(names) == 9 and sum(name.startswith("sha256-") for name in names) == 5
+    assert "9 tags · 5 signature, attestation or SBOM tags listed: fold them" in text(listed)

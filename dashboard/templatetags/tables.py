@@ -31,6 +31,11 @@ def _name_cell(row: TagRow) -> str:
         parts.append(f'<span class="badge badge-sig">{escape(row.cosign.kind)}</span>')
     if row.security:
         parts.append(security_badges(row.security))
+        if row.security.attachment_count:
+            count = row.security.attachment_count
+            parts.append(
+                f'<a class="badge badge-artifact" href="{escape(row.manifest_url)}#supply-title">{count} attached</a>'
+            )
     if row.siblings:
         more = f" and {row.more_siblings} more" if row.more_siblings else ""
         parts.append(f'<div class="siblings">same digest as {tag_links(row.siblings)}{more}</div>')
