@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import Count
 
 from dashboard import audit, models, retention
@@ -88,11 +89,29 @@ class PinAdmin(admin.ModelAdmin):
 
 @admin.register(models.ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    """A token acts as its user, so staff make tokens for themselves and see only theirs; only
+    superusers make them for others. A token's user never changes: a token someone already
+    holds, moved to another user, would act as that user."""
+
+    list_display = ["name", "user", "prefix", "read_only", "expires_at", "created_at", "last_used_at"]
+    list_filter = ["read_only"]
     search_fields = ["name", "user__username", "prefix"]
     raw_id_fields = ["user"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    fields = ["user", "name", "read_only", "expires_at", "prefix", "created_at", "last_used_at"]
+
+    def get_queryset(self, request):
+        tokens = super().get_queryset(request)
+        return tokens if request.user.is_superuser else tokens.filter(user=request.user)
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ["prefix", "created_at", "last_used_at"]
+        return fixed if obj is None else [*fixed, "user"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            # Anyone else's id is then "not one of the available choices".
+            kwargs["queryset"] = User.objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change) -> None:
         if not change:
@@ -100,6 +119,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token = obj.new_secret()
             messages.warning(request, f"Token for {obj.user}: {token} (copy it now, it will not be shown again)")
         super().save_model(request, obj, form, change)
+        if not change:
+            reason = f"{obj} for {obj.user}: {obj.terms}"
+            audit.record(request, "api_token_create", models.AuditEntry.Outcome.OK, reason=reason)
 
 
 @admin.register(models.AccessRule)

@@ -2,8 +2,9 @@
 
 Only `Authorization: Bearer <token>` authenticates here; a session cookie is ignored, which is
 why these views can be exempt from CSRF (a browser cannot attach the header cross-site). Every
-error is `{"error": "..."}` with its status: 400 bad input, 401 no or bad token, 403 role too
-low, 404 unknown or hidden repository, 409 digest guard or conflict, 410 version gone.
+error is `{"error": "..."}` with its status: 400 bad input, 401 no, bad or expired token, 403
+role too low or a read-only token asked to change something, 404 unknown or hidden repository,
+409 digest guard or conflict, 410 version gone.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard import attachments, deletion, rollback, storage
-from dashboard.access import repository_for, visible_repositories
+from dashboard import attachments, audit, deletion, rollback, storage
+from dashboard.access import repository_for, role_on, visible_repositories
 from dashboard.actions import ActionRefused
-from dashboard.models import ApiToken, Pin, Repository, Tag, VersionSecurity
+from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Tag, VersionSecurity
 from dashboard.registries import configured_registry
 
 PAGE_SIZE = 500
+READ_METHODS = frozenset({"GET", "HEAD"})
 TAG_MANIFEST_COLUMNS = ("digest", "media_type", "kind", "size")
 # Recording every use would turn each read into a write; a minute is precise enough to audit.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -67,6 +69,8 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return response
             # Replaces the session user: the cookie must not act on the API's behalf.
             request.user = api_token.user
+            if api_token.read_only and request.method not in READ_METHODS:
+                return _refuse_read_only(request, api_token, kwargs.get("name", ""))
             try:
                 return view(request, *args, **kwargs)
             except Http404:
@@ -77,6 +81,21 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
         return wrapper
 
     return decorate
+
+
+def _refuse_read_only(request: HttpRequest, api_token: ApiToken, repository: str) -> JsonResponse:
+    """403 before anything runs, audited like every refused change; a hidden repository stays a 404."""
+    if repository and role_on(request.user, repository) is None:
+        return error("No such repository.", 404)
+    message = f"The token {api_token} is read-only: it may not change anything."
+    audit.record(
+        request,
+        "api_write",
+        AuditEntry.Outcome.REFUSED,
+        repository=repository,
+        reason=f"{request.method} {request.path}: {message}",
+    )
+    return error(message, 403)
 
 
 def _body(request: HttpRequest) -> dict:

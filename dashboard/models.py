@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -305,11 +306,17 @@ class Pin(models.Model):
         return f"{self.repository.name}@{self.digest}"
 
 
+# Longer than any CI credential should live, and far from datetime's year-9999 end.
+MAX_TOKEN_DAYS = 3650
+
+
 class ApiToken(models.Model):
     """A personal token for the JSON API. Only its hash is kept: the token is shown once.
 
     Tokens read `rb_<prefix>_<secret>`; the prefix finds the row, the hash of the whole token
     proves it. The secret is 256 random bits, so a fast hash is enough (nothing to brute-force).
+    An expired token is refused like an unknown one; a read-only one reads with its user's
+    roles and may not change anything.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
@@ -318,6 +325,10 @@ class ApiToken(models.Model):
     token_hash = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Refused from then on; empty: never expires.")
+    read_only = models.BooleanField(
+        default=False, help_text="Reads with its user's roles; pins, unpins, restores and deletes are refused."
+    )
 
     class Meta:
         verbose_name = "API token"
@@ -332,16 +343,29 @@ class ApiToken(models.Model):
         self.token_hash = _token_hash(token)
         return token
 
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def terms(self) -> str:
+        """What the token may do and until when, for the audit log and the command's output."""
+        until = f"expires {self.expires_at:%Y-%m-%d %H:%M %Z}" if self.expires_at else "never expires"
+        return f"{'read-only' if self.read_only else 'read-write'}, {until}"
+
     @classmethod
-    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
-        api_token = cls(user=user, name=name)
+    def issue(
+        cls, user, name: str, *, read_only: bool = False, expires_in_days: int | None = None
+    ) -> tuple[ApiToken, str]:
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        api_token = cls(user=user, name=name, read_only=read_only, expires_at=expires_at)
         token = api_token.new_secret()
         api_token.save()
         return api_token, token
 
     @classmethod
     def find(cls, token: str) -> ApiToken | None:
-        """The active user's token matching `token` exactly, else None."""
+        """The active user's unexpired token matching `token` exactly, else None."""
         scheme, _, rest = token.partition("_")
         prefix, _, secret = rest.partition("_")
         if scheme != "rb" or not prefix or not secret:
@@ -349,7 +373,7 @@ class ApiToken(models.Model):
         api_token = cls.objects.select_related("user").filter(prefix=prefix, user__is_active=True).first()
         if api_token is None or not hmac.compare_digest(api_token.token_hash, _token_hash(token)):
             return None
-        return api_token
+        return None if api_token.expired else api_token
 
 
 def _token_hash(token: str) -> str:

@@ -35,7 +35,7 @@ from dashboard.actions import ActionRefused
 from dashboard.browse import RowLinks
 from dashboard.compare import compare_manifests, resolve_reference
 from dashboard.forms import QueryForm
-from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Role, Tag
+from dashboard.models import MAX_TOKEN_DAYS, ApiToken, AuditEntry, Pin, Repository, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 from dashboard.registry.manifests import is_valid_digest, is_valid_tag
@@ -99,6 +99,10 @@ class ActionForm(forms.Form):
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What will use it, e.g. “deploy pipeline”.")
+    read_only = forms.BooleanField(required=False, help_text="May read, but not pin, unpin, restore or delete.")
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_TOKEN_DAYS, label="Expires in (days)", help_text="Empty: never."
+    )
 
 
 # Helpers ------------------------------------------------------------------------------------
@@ -325,8 +329,11 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST if request.method == "POST" else None)
     new_token = ""
     if form.is_valid():
-        created, new_token = ApiToken.issue(request.user, form.cleaned_data["name"])
-        audit.record(request, "api_token_create", AuditEntry.Outcome.OK, reason=str(created))
+        data = form.cleaned_data
+        created, new_token = ApiToken.issue(
+            request.user, data["name"], read_only=data["read_only"], expires_in_days=data["expires_in_days"]
+        )
+        audit.record(request, "api_token_create", AuditEntry.Outcome.OK, reason=f"{created}: {created.terms}")
         form = ApiTokenForm()
     context = {
         "form": form,

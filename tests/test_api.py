@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from dashboard.models import ApiToken, AuditEntry, Pin
+from tests.personas import make_user
 from tests.rollback_support import Dashboard, People, dashboard, people  # noqa: F401 (fixtures)
 from tests.support.images import ImagePusher
 
@@ -80,6 +85,46 @@ def test_only_a_valid_bearer_token_authenticates(deployed, people, client):
     people.viewer.is_active = False
     people.viewer.save()
     assert Api(token).get(url).status_code == 401
+
+
+def test_an_expired_token_is_refused_like_an_unknown_one(deployed, people):
+    url = urls(deployed[0].name)["tags"]
+    created, token = ApiToken.issue(people.viewer, "ci", expires_in_days=30)
+    assert Api(token).get(url).status_code == 200
+
+    # Thirty days later, as far as the token knows.
+    ApiToken.objects.filter(pk=created.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    response = Api(token).get(url)
+    assert response.status_code == 401
+    assert response.json() == Api("rb_nope_nope").get(url).json()
+
+
+def test_a_read_only_token_reads_and_changes_nothing(deployed, people, pusher):
+    repository, v1, v2 = deployed
+    named = urls(repository.name, digest=v1.digest)
+    Pin.objects.create(repository=repository, digest=v1.digest, reason="lts", created_by=people.operator)
+    # The operator's roles would allow all of it; the token does not.
+    reader = Api(ApiToken.issue(people.operator, "dashboards", read_only=True)[1])
+
+    assert reader.get(named["tags"]).status_code == 200
+    assert reader.get(named["candidates"]).status_code == 200
+    refused = [
+        reader.post(named["restore"], {"digest": v1.digest, "expected_digest": v2.digest}),
+        reader.post(named["pins"], {"digest": v2.digest, "reason": "hold"}),
+        reader.delete(named["pin"]),
+        reader.delete(named["tag"] + f"?expected_digest={v2.digest}"),
+    ]
+
+    assert [response.status_code for response in refused] == [403] * 4
+    assert "read-only" in refused[0].json()["error"]
+    assert pusher.head_digest(repository.name, "production") == v2.digest
+    assert list(Pin.objects.filter(repository=repository).values_list("digest", flat=True)) == [v1.digest]
+    entries = AuditEntry.objects.filter(action="api_write", outcome="refused", repository=repository.name)
+    assert entries.count() == 4
+    # A repository the token's user may not see stays a 404, read-only or not.
+    hidden = Api(ApiToken.issue(people.outsider, "ci", read_only=True)[1])
+    assert hidden.post(named["restore"], {"digest": v1.digest, "expected_digest": v2.digest}).status_code == 404
 
 
 def test_the_token_is_stored_as_a_hash_and_its_use_recorded(people):
@@ -264,16 +309,22 @@ def test_the_api_tokens_page_shows_a_new_token_once(people, client):
     client.force_login(people.viewer)
     url = reverse("dashboard:api-tokens")
 
-    created = client.post(url, {"name": "deploy pipeline"})
+    created = client.post(url, {"name": "deploy pipeline", "read_only": "on", "expires_in_days": "90"})
 
     assert created.status_code == 200
     token = ApiToken.objects.get(user=people.viewer)
+    assert token.read_only and timedelta(days=89) < token.expires_at - timezone.now() <= timedelta(days=90)
     shown = created.content.decode()
     assert f"rb_{token.prefix}_" in shown and "will not be shown again" in shown
     assert "no-store" in created["Cache-Control"]
     listed = client.get(url).content.decode()
     assert f"rb_{token.prefix}_…" in listed and "will not be shown again" not in listed
+    assert "read-only" in listed and f"{token.expires_at:%Y-%m-%d}" in listed
     assert client.post(url, {"name": ""}).status_code == 400
+    for days in ("0", "3651", "soon"):
+        refused = client.post(url, {"name": "ci", "expires_in_days": days})
+        assert refused.status_code == 400 and "Expires in (days)" in refused.content.decode()
+    assert ApiToken.objects.filter(user=people.viewer).count() == 1
 
     client.force_login(people.operator)
     assert client.post(reverse("dashboard:api-token-revoke", args=[token.pk])).status_code == 404
@@ -284,3 +335,66 @@ def test_the_api_tokens_page_shows_a_new_token_once(people, client):
         "api_token_create",
         "api_token_revoke",
     ]
+
+
+def staff_with_token_permissions(username: str):
+    user = make_user(username)
+    user.is_staff = True
+    user.save()
+    user.user_permissions.add(*Permission.objects.filter(codename__endswith="_apitoken"))
+    return user
+
+
+def token_form(user, **fields) -> dict[str, str]:
+    """The Django admin's token form as a browser posts it."""
+    return {"user": str(user.pk), "name": "ci", "expires_at_0": "", "expires_at_1": ""} | fields
+
+
+def test_staff_make_tokens_in_the_django_admin_for_themselves_only(client):
+    root = make_user("root", superuser=True)
+    staff = staff_with_token_permissions("stan")
+    client.force_login(staff)
+    add = reverse("admin:dashboard_apitoken_add")
+
+    for_root = client.post(add, token_form(root))
+    assert for_root.status_code == 200 and "Select a valid choice" in for_root.content.decode()
+    assert not ApiToken.objects.exists()
+    assert client.post(add, token_form(staff, read_only="on")).status_code == 302
+    own = ApiToken.objects.get()
+    assert own.user == staff and own.read_only
+    # Nor can a token they hold be handed to someone else afterwards.
+    change = reverse("admin:dashboard_apitoken_change", args=[own.pk])
+    client.post(change, token_form(root, expires_at_0="2030-01-01", expires_at_1="00:00:00"))
+    own.refresh_from_db()
+    assert own.user == staff and own.expires_at.year == 2030
+    roots = ApiToken.issue(root, "root's")[0]
+    assert client.get(reverse("admin:dashboard_apitoken_change", args=[roots.pk])).status_code == 302  # not theirs
+    assert "root&#x27;s" not in client.get(reverse("admin:dashboard_apitoken_changelist")).content.decode()
+
+    client.force_login(root)
+    assert client.post(add, token_form(staff, name="for stan")).status_code == 302
+    assert ApiToken.objects.filter(user=staff).count() == 2
+    assert AuditEntry.objects.filter(action="api_token_create").count() == 2
+
+
+def test_the_command_prints_a_token_once_for_ci(deployed, people):
+    out, err = StringIO(), StringIO()
+    call_command("create_api_token", "vera", "deploy pipeline", "--read-only", "--expires-days", "7", stdout=out, stderr=err)
+
+    token = out.getvalue().strip()
+    created = ApiToken.objects.get(user=people.viewer)
+    assert token.startswith(f"rb_{created.prefix}_") and token not in err.getvalue()
+    assert created.read_only and timedelta(days=6) < created.expires_at - timezone.now() <= timedelta(days=7)
+    assert Api(token).get(urls(deployed[0].name)["tags"]).status_code == 200
+    assert AuditEntry.objects.get(action="api_token_create").username == "system"
+
+    for arguments, message in [
+        (["nobody", "ci"], "No user named 'nobody'"),
+        (["vera", "ci", "--expires-days", "0"], "--expires-days must be between 1 and 3650, got 0"),
+        (["vera", "ci", "--expires-days", "99999999999"], "between 1 and 3650"),
+        (["vera", "ci", "--expires-days", "soon"], "invalid int value: 'soon'"),
+        (["vera", ""], "NAME must be 1 to 100 characters"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("create_api_token", *arguments, stdout=StringIO(), stderr=StringIO())
+    assert ApiToken.objects.count() == 1
