@@ -271,6 +271,21 @@ class NotificationEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
 
+class OwnPush(models.Model):
+    """A manifest the dashboard pushed (a restore, a tag delete's tombstone), recorded before
+    the PUT: the registry's push event for it is recognised by these columns, not by a
+    User-Agent any client can send (`notifications.is_own_push`)."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="+")
+    repository = models.CharField(max_length=255)
+    tag = models.CharField(max_length=128)
+    digest = models.CharField(max_length=100)
+    pushed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["registry", "repository", "tag", "digest"])]
+
+
 class TaskProgress(models.Model):
     """How far a background task got; the task queue itself only knows its state."""
 

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from dashboard import sync
-from dashboard.models import Manifest, NotificationEvent, Registry, Tag
+from dashboard.models import Manifest, NotificationEvent, OwnPush, Registry, Tag
 from dashboard.registries import client_for
 from dashboard.registry import is_valid_digest, is_valid_repository_name, is_valid_tag
 from dashboard.registry.client import USER_AGENT
@@ -39,6 +39,9 @@ MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS | INDEXES | SCHEMA1
 # remembering for as long as a registry might keep retrying.
 EVENT_MEMORY = timedelta(days=7)
 OWN_USER_AGENT = USER_AGENT.partition("/")[0] + "/"
+# Distribution notifies within a second of a push; later (its endpoint was down) the event is
+# only synced like anyone's. Bounds how long OwnPush rows are kept.
+OWN_PUSH_WINDOW = timedelta(minutes=10)
 # Distribution 2.8 posts one event per envelope (its queue hands the HTTP sink one event at a
 # time; see the registry lab's FACTS.md and events/). 100 leaves room for a sender that
 # batches, while bounding the rows and background tasks (one registry request or more each)
@@ -150,18 +153,36 @@ def handle_events(registry: Registry, events: list[Event]) -> list[Event]:
             # The dashboard's own pushes (a restore, a tag delete's tombstone) are already in
             # the cache when the event arrives: syncing them again took a third of the worker's
             # time in the soak. A process that died half way is repaired by the periodic sync.
-            if new and not (event.action == "push" and event.user_agent.startswith(OWN_USER_AGENT)):
+            if new and not (event.action == "push" and is_own_push(registry, event)):
                 to_check.append(event)
         # Everything else is about blobs (uploads, mounts) or a platform manifest pushed by
         # digest before its index, which arrives with a tag of its own.
     return to_check
 
 
+def is_own_push(registry: Registry, event: Event) -> bool:
+    """Whether the dashboard recorded pushing this tag to this digest within OWN_PUSH_WINDOW
+    (registries.record_own_push). Each record answers for one event: a client pushing the
+    same tag and digest again later is synced like any other."""
+    recorded = OwnPush.objects.filter(
+        registry=registry,
+        repository=event.repository,
+        tag=event.tag,
+        digest=event.digest,
+        pushed_at__gte=timezone.now() - OWN_PUSH_WINDOW,
+    ).order_by("pushed_at")
+    first = recorded.values_list("pk", flat=True).first()
+    # Our event and a client's identical push handled at once: only one deletes the row.
+    return first is not None and OwnPush.objects.filter(pk=first).delete()[0] == 1
+
+
 def record_pull(registry: Registry, event: Event) -> int:
     """Set last_pulled_at of the pulled tag, or of every tag on the pulled digest.
 
     HEADs only ask for a digest (the dashboard's own sync sends one per tag), and the
-    dashboard's reads are not pulls either; a real pull's GET is counted.
+    dashboard's reads are not pulls either; a real pull's GET is counted. Unlike pushes, our
+    reads are still told by their User-Agent: recording every GET would cost a row each, and a
+    client that sends our agent only hides its own pulls (hides nothing from the cache).
     """
     if not event.is_manifest or event.method == "HEAD" or event.user_agent.startswith(OWN_USER_AGENT):
         return 0
@@ -218,7 +239,9 @@ def sync_deleted(registry_id: int, repository: str, tag: str, digest: str) -> No
 
 
 def forget_handled_events() -> int:
-    """Drop event ids old enough that no registry will deliver them again."""
+    """Drop event ids old enough that no registry will deliver them again, and records of our
+    own pushes too old to recognise."""
+    OwnPush.objects.filter(pushed_at__lt=timezone.now() - OWN_PUSH_WINDOW).delete()
     deleted, _ = NotificationEvent.objects.filter(received_at__lt=timezone.now() - EVENT_MEMORY).delete()
     return deleted
 

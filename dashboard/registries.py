@@ -1,10 +1,11 @@
 """The configured registry, and a client for it built from settings."""
 
+from functools import partial
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from dashboard.models import Registry
+from dashboard.models import OwnPush, Registry
 from dashboard.registry import RegistryClient
 
 
@@ -34,4 +35,10 @@ def client_for(registry: Registry) -> RegistryClient:
         timeout=(settings.REGISTRY_CONNECT_TIMEOUT, settings.REGISTRY_READ_TIMEOUT),
         retries=settings.REGISTRY_RETRIES,
         allowed_realm_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
+        before_push=partial(record_own_push, registry),
     )
+
+
+def record_own_push(registry: Registry, repository: str, reference: str, digest: str) -> None:
+    """Note a push of ours before it is sent, so that its notification is known as ours."""
+    OwnPush.objects.create(registry=registry, repository=repository, tag=reference, digest=digest)

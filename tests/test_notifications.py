@@ -15,8 +15,9 @@ import pytest
 from django.core.signals import request_finished, request_started
 from django.urls import reverse
 
-from dashboard import notifications
-from dashboard.models import Manifest, NotificationEvent, Registry, Repository, Tag
+from dashboard import notifications, rollback
+from dashboard.models import Manifest, NotificationEvent, OwnPush, Registry, Repository, Tag
+from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.client import USER_AGENT
 from dashboard.sync import Source, sync_repository
@@ -228,19 +229,42 @@ def test_a_pull_event_sets_last_pulled_at(client, cache, pusher, repo_name):
 
 
 @pytest.mark.django_db
-def test_the_dashboards_own_pushes_are_recorded_but_not_synced_again(client, cache, pusher, repo_name, sleeps):
-    old = pusher.push_image(repo_name, "latest", unique="old")
+def test_a_push_sending_the_dashboards_user_agent_is_synced_like_any_other(client, cache, pusher, repo_name):
+    pusher.push_image(repo_name, "latest", unique="old")
     sync(cache, repo_name)
-    # As a restore by another request of this dashboard would: pushed, already in its cache.
     new = pusher.push_image(repo_name, "latest", unique="new")
-    own = event("push", repo_name, tag="latest", mediaType=new.media_type, digest=new.digest)
-    own["request"]["useragent"] = USER_AGENT
+    disguised = event("push", repo_name, tag="latest", mediaType=new.media_type, digest=new.digest)
+    disguised["request"]["useragent"] = USER_AGENT
 
-    assert post(client, envelope(own)).status_code == 200
+    assert post(client, envelope(disguised)).json()["pushes"] == 1
 
-    assert NotificationEvent.objects.filter(event_id=own["id"]).exists()
-    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == old.digest
+    assert Tag.objects.get(repository__name=repo_name, name="latest").manifest.digest == new.digest
+
+
+@pytest.mark.django_db
+def test_the_dashboards_own_restore_and_tombstone_pushes_are_not_synced_again(
+    client, cache, pusher, repo_name, sleeps
+):
+    old = pusher.push_image(repo_name, ["latest", "build-1"], unique="old")
+    sync(cache, repo_name)
+    new = pusher.push_image(repo_name, "latest", unique="new")
+    sync(cache, repo_name)
+    repository = Repository.objects.get(name=repo_name)
+    rollback.restore_tag(None, None, cache, repository, tag="latest", digest=old.digest, expected=new.digest)
+    with client_for(cache) as registry_client:
+        registry_client.delete_tag(repo_name, "build-1", old.digest)
+    [tombstone] = OwnPush.objects.filter(repository=repo_name, tag="build-1").values_list("digest", flat=True)
+    restored = event("push", repo_name, tag="latest", mediaType=old.media_type, digest=old.digest)
+    tombstoned = event("push", repo_name, tag="build-1", mediaType=old.media_type, digest=tombstone)
+
+    response = post(client, envelope(restored, tombstoned))
+
+    assert response.json()["pushes"] == 0
+    assert NotificationEvent.objects.filter(event_id=restored["id"]).exists()
     assert sleeps == []
+    # Each record answers for one event: the same push seen again (another client) is synced.
+    again = event("push", repo_name, tag="latest", mediaType=old.media_type, digest=old.digest)
+    assert post(client, envelope(again)).json()["pushes"] == 1
 
 
 @pytest.mark.django_db
@@ -401,3 +425,17 @@ def test_a_real_registry_push_and_delete_reach_the_cache(notifying_registry, bet
             ("latest", image.digest, Source.NOTIFICATION, Source.NOTIFICATION),
             ("multi", index.digest, Source.NOTIFICATION, ""),
         ]
+
+
+@pytest.mark.django_db
+def test_old_event_ids_and_own_push_records_are_forgotten(cache):
+    now = datetime.now(timezone.utc)
+    for age, name in ((notifications.OWN_PUSH_WINDOW * 2, "stale"), (notifications.OWN_PUSH_WINDOW / 2, "recent")):
+        OwnPush.objects.create(registry=cache, repository=name, tag="t", digest="sha256:" + "5" * 64, pushed_at=now - age)
+    for age, name in ((notifications.EVENT_MEMORY * 2, "stale"), (notifications.EVENT_MEMORY / 2, "recent")):
+        NotificationEvent.objects.create(event_id=name, action="push", received_at=now - age)
+
+    notifications.forget_handled_events()
+
+    assert list(OwnPush.objects.values_list("repository", flat=True)) == ["recent"]
+    assert list(NotificationEvent.objects.values_list("event_id", flat=True)) == ["recent"]

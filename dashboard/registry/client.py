@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
@@ -152,9 +152,12 @@ class RegistryClient:
         allowed_realm_hosts: Iterable[str] = (),
         user_agent: str | None = None,
         pool_size: int = 16,
+        before_push: Callable[[str, str, str], None] | None = None,
     ) -> None:
         """`verify` is True, False or the path of a CA bundle. `allowed_realm_hosts` lists
-        other hosts (`host` or `host:port`) whose token service we may send credentials to."""
+        other hosts (`host` or `host:port`) whose token service we may send credentials to.
+        `before_push(repository, reference, digest)` is called before each manifest PUT
+        (restores, tombstones), e.g. to recognise the registry's notification of it later."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"Registry URL must be http(s)://host[:port], got {base_url!r}")
@@ -179,6 +182,7 @@ class RegistryClient:
         self._write_locks = _KeyedLocks()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        self._before_push = before_push
 
         self._session = requests.Session()
         # Credentials, CA and proxies come from our configuration only: with trust_env, a
@@ -353,6 +357,8 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
         """Upload exact manifest bytes (a retag when they came from get_manifest) and return
         their digest, checked against what the registry reports."""
+        if self._before_push is not None:
+            self._before_push(repository, reference, compute_digest(raw))
         with self._write_locks(repository):
             response, _ = self._request(
                 "put",
