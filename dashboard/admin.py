@@ -18,6 +18,41 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Adds, changes and deletes here are audited like the same edits on the dashboard's pages.
+    `describe` puts a row in words; `record` writes the entry from the row and its words before
+    and after the edit ("" where there is no row)."""
+
+    def describe(self, obj) -> str:
+        raise NotImplementedError
+
+    def record(self, request, obj, before: str, after: str) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change) -> None:
+        # The form has already written the submitted values onto `obj`: describe the stored row.
+        before = self.describe(type(obj).objects.get(pk=obj.pk)) if change else ""
+        super().save_model(request, obj, form, change)
+        self.record(request, obj, before, self.describe(obj))
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        self.record(request, obj, self.describe(obj), "")
+
+    def delete_queryset(self, request, queryset) -> None:
+        # The changelist's "delete selected" action: one entry per row, as when deleting one.
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+def _edit_reason(before: str, after: str) -> str:
+    if not before:
+        return f"added in the Django admin: {after}"
+    if not after:
+        return f"removed in the Django admin: {before}"
+    return f"changed in the Django admin from {before} to {after}"
+
+
 @admin.register(models.Registry)
 class RegistryAdmin(admin.ModelAdmin):
     list_display = ["name", "url", "reachable", "api_version", "delete_enabled", "last_successful_sync_at"]
@@ -75,16 +110,55 @@ class TagAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.TagHistory)
-class TagHistoryAdmin(admin.ModelAdmin):
+class TagHistoryAdmin(AuditedAdmin):
+    """History is what the team relies on to roll back: a hand edit is audited."""
+
     list_display = ["tag", "repository", "digest", "since", "until", "started_by", "ended_by"]
     search_fields = ["tag", "repository__name", "digest"]
-    raw_id_fields = ["repository", "user"]
+    raw_id_fields = ["repository", "user", "ended_by_user"]
+
+    def describe(self, period: models.TagHistory) -> str:
+        until = f"{period.until:%Y-%m-%d %H:%M:%S}" if period.until else "now"
+        return f"{period.repository.name}:{period.tag} on {period.digest} from {period.since:%Y-%m-%d %H:%M:%S} until {until}"
+
+    def record(self, request, period: models.TagHistory, before: str, after: str) -> None:
+        audit.record(
+            request,
+            "tag_history_edited" if after else "tag_history_deleted",
+            models.AuditEntry.Outcome.OK,
+            repository=period.repository.name,
+            tag=period.tag,
+            digest_before=period.digest,
+            reason=_edit_reason(before, after),
+        )
 
 
 @admin.register(models.Pin)
-class PinAdmin(admin.ModelAdmin):
+class PinAdmin(AuditedAdmin):
+    """Audited as pin and unpin, like the dashboard's."""
+
     list_display = ["repository", "digest", "reason", "created_by", "created_at"]
     raw_id_fields = ["repository"]
+    readonly_fields = ["created_by"]  # whoever adds it here
+
+    def describe(self, pin: models.Pin) -> str:
+        tags = f" (tags then: {', '.join(pin.tags_at_pin)})" if pin.tags_at_pin else ""
+        return f"{pin.repository.name}@{pin.digest}: {pin.reason}{tags}"
+
+    def record(self, request, pin: models.Pin, before: str, after: str) -> None:
+        audit.record(
+            request,
+            "pin" if after else "unpin",
+            models.AuditEntry.Outcome.OK,
+            repository=pin.repository.name,
+            digest_before=pin.digest,
+            reason=_edit_reason(before, after),
+        )
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(models.ApiToken)
@@ -131,26 +205,17 @@ class AccessRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.RetentionPolicy)
-class RetentionPolicyAdmin(admin.ModelAdmin):
+class RetentionPolicyAdmin(AuditedAdmin):
     """Edits here are audited like those on the dashboard's retention pages."""
 
     list_display = ["name", "repository_pattern", "keep_newest", "older_than_days", "enabled"]
     readonly_fields = ["created_at"]
 
-    def save_model(self, request, obj, form, change) -> None:
-        # The form has already written the submitted values onto `obj`: describe the stored row.
-        before = retention.describe(models.RetentionPolicy.objects.get(pk=obj.pk)) if change else ""
-        super().save_model(request, obj, form, change)
-        audit.record_policy_change(request, obj.name, before, retention.describe(obj))
+    def describe(self, policy: models.RetentionPolicy) -> str:
+        return retention.describe(policy)
 
-    def delete_model(self, request, obj) -> None:
-        super().delete_model(request, obj)
-        audit.record_policy_change(request, obj.name, retention.describe(obj), "")
-
-    def delete_queryset(self, request, queryset) -> None:
-        # The changelist's "delete selected" action: one entry per policy, as when deleting one.
-        for policy in queryset:
-            self.delete_model(request, policy)
+    def record(self, request, policy: models.RetentionPolicy, before: str, after: str) -> None:
+        audit.record_policy_change(request, policy.name, before, after)
 
 
 @admin.register(models.TrustedKey)

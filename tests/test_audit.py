@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +13,17 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from dashboard.audit_views import PAGE_SIZE, neutralize
-from dashboard.models import AccessRule, AuditEntry, DeletedVersion, Registry, RetentionPolicy, Role
+from dashboard.models import (
+    AccessRule,
+    AuditEntry,
+    DeletedVersion,
+    Pin,
+    Registry,
+    Repository,
+    RetentionPolicy,
+    Role,
+    TagHistory,
+)
 from tests.page_checks import csp_violations
 from tests.personas import make_user
 
@@ -374,3 +384,45 @@ def test_deleted_versions_are_listed_read_only_in_the_django_admin(client):
     delete = reverse("admin:dashboard_deletedversion_delete", args=[deleted.pk])
     assert client.post(delete, {"post": "yes"}).status_code == 403
     assert DeletedVersion.objects.get(pk=deleted.pk).freed_bytes == 4096
+
+
+def test_pin_and_tag_history_edits_in_the_django_admin_are_audited(client):
+    boss = make_user("boss", superuser=True)
+    client.force_login(boss)
+    registry = Registry.objects.create(name="lab", url="http://127.0.0.1:9")
+    repository = Repository.objects.create(registry=registry, name="team-a/api")
+    digest, other = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    pin_form = {"repository": repository.pk, "digest": digest, "tags_at_pin": '["v1"]', "reason": "release"}
+    pin_form |= {"created_at_0": "2026-01-02", "created_at_1": "03:04:05"}
+
+    assert client.post(reverse("admin:dashboard_pin_add"), pin_form).status_code == 302
+    pin = Pin.objects.get()
+    assert pin.created_by == boss
+    change = reverse("admin:dashboard_pin_change", args=[pin.pk])
+    assert client.post(change, pin_form | {"reason": "LTS"}).status_code == 302
+    assert client.post(reverse("admin:dashboard_pin_delete", args=[pin.pk]), {"post": "yes"}).status_code == 302
+
+    period = TagHistory.objects.create(
+        repository=repository, tag="production", digest=digest, since=datetime(2026, 1, 1, tzinfo=UTC), started_by="sync"
+    )
+    period_form = {"repository": repository.pk, "tag": "production", "digest": other, "started_by": "sync", "ended_by": ""}
+    period_form |= {"since_0": "2026-01-01", "since_1": "00:00:00", "until_0": "", "until_1": ""}
+    assert client.post(reverse("admin:dashboard_taghistory_change", args=[period.pk]), period_form).status_code == 302
+    deleted = client.post(
+        reverse("admin:dashboard_taghistory_changelist"),
+        {"action": "delete_selected", "_selected_action": [period.pk], "post": "yes"},
+    )
+    assert deleted.status_code == 302 and not TagHistory.objects.exists()
+
+    released = f"team-a/api@{digest}: release (tags then: v1)"
+    lts = f"team-a/api@{digest}: LTS (tags then: v1)"
+    on = "team-a/api:production on {} from 2026-01-01 00:00:00 until now"
+    entries = AuditEntry.objects.exclude(action__startswith="login").order_by("id")
+    assert all((e.username, e.repository, e.outcome) == ("boss", "team-a/api", "ok") for e in entries)
+    assert [(e.action, e.tag, e.digest_before, e.reason) for e in entries] == [
+        ("pin", "", digest, f"added in the Django admin: {released}"),
+        ("pin", "", digest, f"changed in the Django admin from {released} to {lts}"),
+        ("unpin", "", digest, f"removed in the Django admin: {lts}"),
+        ("tag_history_edited", "production", other, f"changed in the Django admin from {on.format(digest)} to {on.format(other)}"),
+        ("tag_history_deleted", "production", other, f"removed in the Django admin: {on.format(other)}"),
+    ]
