@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dashboard', '0006_repository_removed_at'),
+        ('dashboard', '0007_api_token_expiry_read_only'),
     ]
 
     operations = [
