@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import Group, User
 
 from dashboard import audit, retention
-from dashboard.models import AccessRule, Registry, Repository, RetentionPolicy, Role, TagHistory
+from dashboard.models import AccessRule, Pin, Registry, Repository, RetentionPolicy, Role, TagHistory
 from dashboard.registries import client_for
 from dashboard.rollback import pin_version, restore_tag
 from dashboard.sync import sync_registry
@@ -132,7 +132,8 @@ class _Teller:
 def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: str = "") -> Story:
     """Tell the story into `registry` (pushing with `pusher`) and its cache. `epoch` is "now" of
     the story: image dates count back from it. Run it on a cache without this story's history
-    (the demo checks `told`), or the history gets the releases once more."""
+    (the demo checks `told`), or the history gets the releases once more; pins and the policy
+    already there are kept."""
     teller = _Teller(registry, pusher, epoch, prefix)
     operator, _maintainer = _people(prefix)
 
@@ -170,14 +171,16 @@ def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: st
     restore_tag(
         None, operator, registry, shop, tag="production", digest=releases["v2.0"].digest, expected=releases["v2.1"].digest
     )
-    pin_version(
-        None,
-        operator,
-        registry,
-        shop,
-        digest=releases["v1.1"].digest,
-        reason="Last 1.x release, known good: the fallback if 2.x misbehaves",
-    )
+    # A database that had the story keeps its pin (pins are never deleted as a side effect).
+    if not Pin.objects.filter(repository=shop, digest=releases["v1.1"].digest).exists():
+        pin_version(
+            None,
+            operator,
+            registry,
+            shop,
+            digest=releases["v1.1"].digest,
+            reason="Last 1.x release, known good: the fallback if 2.x misbehaves",
+        )
     pusher.push_artifact(
         teller.name(SHOP),
         f"sha256-{releases['v2.0'].digest.partition(':')[2]}.sig",
@@ -197,15 +200,18 @@ def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: st
             revision=f"{number:07x}",
         )
     teller.sync(SHOP)
-    policy = RetentionPolicy.objects.create(
+    policy, created = RetentionPolicy.objects.get_or_create(
         name=NIGHTLY_POLICY,
-        repository_pattern=teller.name(SHOP),
-        tag_include=r"build-\d+",
-        keep_newest=3,
-        older_than_days=2,
-        enabled=False,
+        defaults={
+            "repository_pattern": teller.name(SHOP),
+            "tag_include": r"build-\d+",
+            "keep_newest": 3,
+            "older_than_days": 2,
+            "enabled": False,
+        },
     )
-    audit.record_policy_change(None, policy.name, "", retention.describe(policy))
+    if created:
+        audit.record_policy_change(None, policy.name, "", retention.describe(policy))
 
     for name, versions, deps in [
         ("checkout-service", [("3.4.0", 60), ("3.5.0", 12)], "checkout-deps"),
