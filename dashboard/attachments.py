@@ -512,3 +512,71 @@ def require_verified(repository: Repository, digest: str) -> None:
             "no trusted key signed this version. Nothing was changed.",
             status=409,
         )
+
+
+@dataclass
+class PackageHit:
+    """A version that ships a package, by what an SBOM or a report attached to it says."""
+
+    repository: str
+    digest: str
+    name: str
+    version: str
+    found_in: str  # the document's format
+    tags: list[str]
+
+
+PACKAGE_HITS_SHOWN = 500
+
+
+def find_package(repositories: Iterable[Repository], name: str, version: str = "") -> list[PackageHit]:
+    """Versions of `repositories` whose attached SBOMs or reports list package `name` (any
+    case), at `version` when given: "where do we still ship openssl 3.0.11?". A platform image
+    of an index is named by the index's tags."""
+    repository_ids = [repository.pk for repository in repositories]
+    found: dict[tuple[str, str, str, str], PackageHit] = {}
+    for model, name_field, version_field in ((SbomPackage, "name", "version"), (Finding, "package", "installed")):
+        rows = model.objects.filter(
+            **{f"{name_field}__iexact": name},
+            attachment__about_subject=True,
+            attachment__manifest__repository_id__in=repository_ids,
+        )
+        if version:
+            rows = rows.filter(**{version_field: version})
+        values = rows.values_list(
+            "attachment__manifest__repository__name",
+            "attachment__subject_digest",
+            name_field,
+            version_field,
+            "attachment__format",
+        ).distinct()
+        for repository, digest, package, installed, found_in in values[:PACKAGE_HITS_SHOWN]:
+            hit = PackageHit(repository, digest, package, installed, found_in, [])
+            found.setdefault((repository, digest, package, installed), hit)
+    order = sorted(found.values(), key=lambda hit: (hit.repository, hit.name, hit.version, hit.digest))
+    hits = order[:PACKAGE_HITS_SHOWN]
+    _name_versions(hits, repository_ids)
+    return hits
+
+
+def _name_versions(hits: list[PackageHit], repository_ids: list[int]) -> None:
+    """Give each hit the tags of its digest, or of the indexes listing it: two queries."""
+    digests = {hit.digest for hit in hits}
+    if not digests:
+        return
+    tags: dict[tuple[str, str], list[str]] = defaultdict(list)
+    tagged = Tag.objects.filter(repository_id__in=repository_ids).order_by("version_key")
+    rows = tagged.filter(manifest__digest__in=digests).values_list("repository__name", "manifest__digest", "name")
+    for repository, digest, tag in rows:
+        tags[repository, digest].append(tag)
+    untagged = {(hit.repository, hit.digest) for hit in hits if (hit.repository, hit.digest) not in tags}
+    if untagged:
+        indexes = tagged.filter(manifest__kind=Manifest.Kind.INDEX).values_list(
+            "repository__name", "manifest__children", "name"
+        )
+        for repository, children, tag in indexes:
+            for child in children:
+                if (repository, child["digest"]) in untagged:
+                    tags[repository, child["digest"]].append(tag)
+    for hit in hits:
+        hit.tags = tags.get((hit.repository, hit.digest), [])

@@ -96,6 +96,11 @@ class PackageQuery(QueryForm):
     q = forms.CharField(required=False, max_length=255, label="Package")
 
 
+class PackageSearch(QueryForm):
+    q = forms.CharField(required=False, max_length=255, label="Package")
+    version = forms.CharField(required=False, max_length=255, label="Version")
+
+
 # The storage table sorts in memory (one row per visible repository, all on one page).
 STORAGE_ORDERINGS = {
     "exclusive": lambda usage: (-usage.exclusive, usage.name),

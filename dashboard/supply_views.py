@@ -7,8 +7,8 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_safe
 
 from dashboard import attachments
-from dashboard.access import login_or_public_read, repository_for
-from dashboard.forms import PackageQuery, VulnerabilityQuery
+from dashboard.access import login_or_public_read, repository_for, visible_repositories
+from dashboard.forms import PackageQuery, PackageSearch, VulnerabilityQuery
 from dashboard.models import Finding, Manifest, Repository
 from dashboard.registries import configured_registry
 from dashboard.rendering import bad_query, render_page
@@ -69,3 +69,18 @@ def packages(request: HttpRequest, name: str, digest: str) -> HttpResponse:
         listed = [package for package in listed if needle in package.name.lower()]
     context = {"repository": repository, "manifest": manifest, "query": query, "packages": listed}
     return render_page(request, "dashboard/supply/packages.html", context)
+
+
+@require_safe
+@login_or_public_read
+def package_search(request: HttpRequest) -> HttpResponse:
+    """Which versions of the repositories the user may see ship a package (at a version)."""
+    query = PackageSearch(request.GET)
+    if not query.is_valid():
+        return bad_query(request, query)
+    name, version = query.cleaned_data["q"].strip(), query.cleaned_data["version"].strip()
+    hits = None
+    if name:
+        hits = attachments.find_package(visible_repositories(request.user, configured_registry()), name, version)
+    context = {"query": query, "hits": hits, "shown": attachments.PACKAGE_HITS_SHOWN}
+    return render_page(request, "dashboard/supply/package_search.html", context)

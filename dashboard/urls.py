@@ -47,6 +47,7 @@ urlpatterns = [
     path("access/rules/", audit_views.access_rule_add, name="access-rule-add"),
     path("access/rules/<int:pk>/delete/", audit_views.access_rule_delete, name="access-rule-delete"),
     path("pins/", rollback_views.pins, name="pins"),
+    path("packages/", supply_views.package_search, name="package-search"),
     path("retention/", deletion_views.retention_policies, name="retention"),
     path("retention/new/", deletion_views.retention_policy_edit, name="retention-new"),
     path("retention/<int:pk>/edit/", deletion_views.retention_policy_edit, name="retention-edit"),

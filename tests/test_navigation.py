@@ -28,13 +28,13 @@ def labels(client, url: str = "/") -> list[str]:
     return [label for label, _, _ in navigation(client, url)]
 
 
-ALL = ["Repositories", "Pins", "Retention", "Storage", "Audit log", "Access"]
+ALL = ["Repositories", "Pins", "Packages", "Retention", "Storage", "Audit log", "Access"]
 
 
 @pytest.mark.parametrize(
     ("role", "expected"),
     [
-        (Role.VIEWER, ["Repositories", "Pins", "Storage", "Audit log", "Access"]),
+        (Role.VIEWER, ["Repositories", "Pins", "Packages", "Storage", "Audit log", "Access"]),
         (Role.MAINTAINER, ALL),
         (Role.OPERATOR, ALL),
     ],
@@ -54,7 +54,7 @@ def test_an_admin_sees_every_page_and_the_account_links(client):
 
 def test_anonymous_public_read_sees_only_what_needs_no_account(client, settings):
     settings.DASHBOARD_PUBLIC_READ = True
-    assert labels(client) == ["Repositories", "Pins"]
+    assert labels(client) == ["Repositories", "Pins", "Packages"]
     assert reverse("dashboard:api-tokens") not in client.get("/").content.decode()
 
 

@@ -30,6 +30,7 @@ from dashboard.sync import sync_registry
 from dashboard.tasks import enqueue_sync
 from tests.page_checks import csp_violations
 from tests.personas import make_user
+from tests.support import supplychain
 from tests.support.images import ImagePusher
 from tests.support.registry_server import RegistryServer, start_registry
 
@@ -62,13 +63,18 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     """A registry of its own, so a catalog refresh reads two repositories, not the session's."""
     server = start_registry(tmp_path_factory.mktemp("matrix-registry"))
     pusher = ImagePusher(server.url)
-    yield Images(
+    images = Images(
         server,
         pinned=pusher.push_image(VISIBLE, ("v1", "production"), unique="matrix-v1").digest,
         unpinned=pusher.push_image(VISIBLE, ("v2",), unique="matrix-v2").digest,
         hidden=pusher.push_image(HIDDEN, (HIDDEN_TAG,), unique="matrix-hidden").digest,
         hidden_unpinned=pusher.push_image(HIDDEN, (HIDDEN_DRAFT,), unique="matrix-hidden-draft").digest,
     )
+    # The package search must find the visible repository's openssl and never the hidden one's.
+    sbom = supplychain.cyclonedx_sbom([("openssl", "3.0.11")])
+    for repository, digest in ((VISIBLE, images.pinned), (HIDDEN, images.hidden)):
+        supplychain.push_cosign(pusher, repository, digest, "sbom", [("application/vnd.cyclonedx+json", sbom, {})])
+    yield images
     server.stop()
 
 
@@ -210,6 +216,7 @@ ROUTES: dict[str, Route] = {
     ),
     # Pins, history, restore
     "dashboard:pins": Route({"GET": Call()}, target="pin-results"),
+    "dashboard:package-search": Route({"GET": Call(data=lambda world, repository, persona: {"q": "openssl"})}),
     "dashboard:tag-history": Route({"GET": Call(Role.VIEWER)}, "repository", name_and_tag),
     "dashboard:compare": Route(
         {"GET": Call(Role.VIEWER, data=lambda world, repository, persona: {"from": _tag(repository), "to": _digest(world, repository)})},
@@ -482,6 +489,7 @@ def test_the_admin_persona_does_see_the_hidden_repository(world: World):
         body_of(client.get("/audit/")),
         body_of(client.get("/api/v1/repositories/", headers={"Authorization": f"Bearer {world.tokens['admin']}"})),
         body_of(client.get(f"/repositories/{HIDDEN}/")),
+        body_of(client.get("/packages/?q=openssl")),
     ]
     for secret in world.secrets():
         assert any(secret in body for body in bodies), secret
@@ -525,6 +533,7 @@ PUBLIC_WHEN_READ_IS_OPEN = {
     "dashboard:compare",
     "dashboard:rollback",
     "dashboard:pins",
+    "dashboard:package-search",
     "dashboard:task-status",
 }
 

@@ -165,3 +165,34 @@ def test_attached_artifacts_are_folded_under_their_versions(client, people: Peop
     names = re.findall(r'class="tag-link" href="[^"]+"[^>]*>([^<]+)</a>', listed.content.decode())
     assert len(names) == 9 and sum(name.startswith("sha256-") for name in names) == 5
     assert "9 tags · 5 signature, attestation or SBOM tags listed: fold them" in text(listed)
+
+
+def test_package_search_across_visible_repositories(client, people: People, release: Release, pusher, dashboard):
+    """openssl 3.0.13 in 1.0's SBOM, 3.0.11 in 2.0's report, and 3.0.11 in another repository
+    that only the outsider's rule covers: each person finds what they may see, nothing else."""
+    from tests.support import supplychain as sc
+
+    other_name = "nobody-uses-this/" + release.repository.name.rsplit("/", 1)[-1]
+    other = pusher.push_image(other_name, "1.0", unique=other_name)
+    sbom = sc.spdx_sbom([("openssl", "3.0.11")])
+    sc.push_cosign(pusher, other_name, other.digest, "sbom", [("text/spdx+json", sbom, {})])
+    dashboard.sync(other_name)
+    url = reverse("dashboard:package-search")
+
+    def versions_found(body: str) -> list[tuple[str, str]]:
+        rows = re.findall(r"<tr>\s*<td><a [^>]*>([^<]*)</a>.*?<code class=\"wrap\">([^<]*)</code></td>\s*<td class=\"muted\">", body, re.S)
+        return sorted(rows)
+
+    client.force_login(people.viewer)
+    everywhere = client.get(url, {"q": "OpenSSL"}).content.decode()
+    name = release.repository.name
+    assert versions_found(everywhere) == sorted([(name, "3.0.11"), (name, "3.0.13"), (other_name, "3.0.11")])
+    old = client.get(url, {"q": "openssl", "version": "3.0.11"}).content.decode()
+    assert versions_found(old) == sorted([(name, "3.0.11"), (other_name, "3.0.11")])
+    assert release.vulnerable.digest[7:19] in old and ">2.0<" in old and ">3.0<" not in old
+    assert "No version you may see lists zlib 9" in text(client.get(url, {"q": "zlib", "version": "9"}))
+
+    client.force_login(people.outsider)
+    outside = client.get(url, {"q": "openssl"}).content.decode()
+    assert versions_found(outside) == [(other_name, "3.0.11")]
+    assert f'"/repositories/{name}/' not in outside and release.vulnerable.digest not in outside
