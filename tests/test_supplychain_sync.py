@@ -250,3 +250,28 @@ def test_registry_failures_are_read_again_at_the_next_sync(registry, pusher, cac
     attachment = Attachment.objects.get(subject_digest=image.digest)
     assert not attachment.retry
     assert security(repo_name, image.digest).signature_status == "verified"
+
+
+def test_a_referrer_pushed_by_oras(registry, pusher, cache, repo_name, tmp_path, monkeypatch):
+    """oras (PyPI), an independent client, pushes a Grype report with `subject` set to the
+    image, under a tag of its own (oras-py keeps no referrers tag schema index)."""
+    import oras.client
+    import oras.oci
+
+    image = pusher.push_image(repo_name, "1.0", unique=repo_name)
+    report = tmp_path / "grype.json"
+    report.write_bytes(sc.as_bytes(sc.grype_report(image.digest, CRITICAL)))
+    monkeypatch.chdir(tmp_path)  # oras-py wants the files under the working directory
+    client = oras.client.OrasClient(hostname=registry.host, insecure=True)
+    subject = oras.oci.Subject(mediaType=image.media_type, digest=image.digest, size=len(image.raw))
+    client.push(
+        target=f"{registry.host}/{repo_name}:grype",
+        files=["grype.json:application/vnd.anchore.grype+json"],
+        subject=subject,
+        disable_path_validation=True,
+    )
+    sync(cache, repo_name)
+    attachment = Attachment.objects.get(subject_digest=image.digest)
+    assert (attachment.via, attachment.format, attachment.scanner) == ("referrer", "Grype JSON", "grype")
+    row = security(repo_name, image.digest)
+    assert (row.critical, row.high, row.report_id) == (1, 1, attachment.id)
