@@ -16,8 +16,6 @@ the assertions hold for every interleaving, whichever one a run gets:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import threading
 from collections import Counter
@@ -29,11 +27,11 @@ from django.urls import reverse
 from dashboard.models import AuditEntry, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.client import USER_AGENT
-from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from tests.personas import make_user
 from tests.rollback_support import Dashboard
 from tests.support.fault_proxy import FaultProxy, Seen
 from tests.support.images import MANIFEST_ACCEPT, ImagePusher
+from tests.support.write_log import MANIFEST_PATH, RegistryModel, is_tombstone
 
 pytestmark = pytest.mark.django_db
 
@@ -42,10 +40,6 @@ DASHBOARD_ACTIONS = 40
 RELOAD_EVERY = 4  # the user reloads the page (a sync) every few actions
 MOVING_TAGS = ("latest", "production", "stable")
 ACTIONS = {"delete_tag": "delete_tag", "delete_version": "delete_version", "restore": "restore"}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -159,87 +153,47 @@ def dashboard_action(client, repository: str, rng: random.Random) -> Action | No
     return action
 
 
-def manifest_path(seen: Seen, repository: str) -> str | None:
-    """The reference of a request for one of the repository's manifests, else None."""
-    prefix = f"/v2/{repository}/manifests/"
-    return seen.path.removeprefix(prefix) if seen.path.startswith(prefix) else None
-
-
-def is_tombstone(body: bytes) -> bool:
-    try:
-        return json.loads(body).get("artifactType") == TOMBSTONE_ARTIFACT_TYPE
-    except ValueError:
-        return False
-
-
-def replay(log: list[Seen], actions: list[Action], repository: str) -> Replay:
+def replay(log: list[Seen], actions: list[Action]) -> Replay:
     result = Replay()
     owner = {index: number for number, action in enumerate(actions) for index in range(action.start, action.end)}
-    tags: dict[str, str] = {}
-    last_read: dict[str, int] = {}  # tag -> index of the dashboard's latest read of it (tag list: all)
-    last_write: dict[str, int] = {}  # tag -> index of the other client's latest write moving or removing it
-    listed_at = -1
-    tombstones = set()
+    model = RegistryModel()
+    tombstones: set[str] = set()
     for index, seen in enumerate(log):
-        reference = manifest_path(seen, repository)
-        ours = seen.agent == USER_AGENT
-        if ours and seen.method == "GET" and seen.path == f"/v2/{repository}/tags/list":
-            listed_at = index
-        if reference is None:
-            continue
-        if ours and seen.method in ("GET", "HEAD"):
-            last_read[reference] = index
-            continue
-        if not (seen.method == "PUT" and seen.status == 201) and not (seen.method == "DELETE" and seen.status == 202):
+        write = model.step(index, seen)
+        if write is None or not write.ours:
             continue
         number = owner.get(index)
         action = actions[number] if number is not None else None
-
-        def unseen_move(tag: str) -> bool:
-            """The other client moved `tag` after the dashboard last read it: the open window."""
-            return last_write.get(tag, -1) > max(last_read.get(tag, -1), listed_at if reference.startswith("sha256:") else -1)
-
-        if seen.method == "PUT" and not reference.startswith("sha256:"):
-            before = tags.get(reference)
-            tags[reference] = digest = sha256(seen.body)
-            if not ours:
-                last_write[reference] = index
-                continue
+        if action is None:
+            result.wrong.append(f"#{index} {seen.method} {write.reference} outside an action")
+            continue
+        if seen.method == "PUT":
             tombstone = is_tombstone(seen.body)
             if tombstone:
-                tombstones.add(digest)
-            if action is None or action.tag != reference or action.kind != ("delete_tag" if tombstone else "restore"):
-                result.wrong.append(f"#{index} PUT {reference} outside an action that names it")
-            elif action.kind == "restore" and digest != action.target:
-                result.wrong.append(f"#{index} restore PUT {reference} -> {digest}, chosen {action.target}")
-            elif before != action.digest:
-                what = f"{reference} was on {before}, shown on {action.digest}"
-                (result.window if unseen_move(reference) else result.wrong).append(f"#{index} {action.kind}: {what}")
-            if action is not None and action.kind == "restore":
+                tombstones.add(write.digest)
+            if action.tag != write.reference or action.kind != ("delete_tag" if tombstone else "restore"):
+                result.wrong.append(f"#{index} PUT {write.reference} in an action that does not name it")
+            elif action.kind == "restore" and write.digest != action.target:
+                result.wrong.append(f"#{index} restore PUT {write.reference} -> {write.digest}, chosen {action.target}")
+            elif write.before != action.digest:
+                what = f"#{index} {action.kind}: {write.reference} was on {write.before}, shown on {action.digest}"
+                (result.window if model.moved_unseen(write.repository, write.reference) else result.wrong).append(what)
+            if action.kind == "restore":
                 result.written.add(number)
-        elif seen.method == "DELETE" and reference.startswith("sha256:"):
-            removed = sorted(tag for tag, found in tags.items() if found == reference)
-            for tag in removed:
-                del tags[tag]
-                if not ours:
-                    last_write[tag] = index
-            if not ours:
-                continue
-            if action is None:
-                result.wrong.append(f"#{index} DELETE {reference} outside an action")
-                continue
-            allowed = {action.tag} if reference in tombstones else set(action.shown)
-            if reference not in tombstones and (action.kind != "delete_version" or reference != action.digest):
-                result.wrong.append(f"#{index} DELETE {reference}: not the version of the action")
-            for tag in sorted(set(removed) - allowed):
-                what = f"{action.kind} took {tag} along, shown {sorted(allowed)}"
-                (result.window if unseen_move(tag) else result.wrong).append(f"#{index} {what}")
-            result.written.add(number)
-    # A restore answered with success must have left the tag on the target at its last read.
+            continue
+        allowed = {action.tag} if write.reference in tombstones else set(action.shown)
+        if write.reference not in tombstones and (action.kind != "delete_version" or write.reference != action.digest):
+            result.wrong.append(f"#{index} DELETE {write.reference}: not the version of the action")
+        for tag in sorted(set(write.removed) - allowed):
+            what = f"#{index} {action.kind} took {tag} along, shown {sorted(allowed)}"
+            unseen = model.moved_unseen(write.repository, tag, listing=True)
+            (result.window if unseen else result.wrong).append(what)
+        result.written.add(number)
+    # A restore answered with success must have left the tag on the target when it checked.
     for number, action in enumerate(actions):
         if action.kind != "restore":
             continue
-        final = _digest_at_last_read(log, action, repository)
+        final = _digest_at_last_read(log, action)
         if action.status == 302 and final != action.target:
             result.wrong.append(f"restore {action.tag} reported success, tag on {final} after it")
         if action.status != 302 and number in result.written and final != action.target:
@@ -247,24 +201,20 @@ def replay(log: list[Seen], actions: list[Action], repository: str) -> Replay:
     return result
 
 
-def _digest_at_last_read(log: list[Seen], action: Action, repository: str) -> str | None:
+def _digest_at_last_read(log: list[Seen], action: Action) -> str | None:
     """Where the tag pointed when the restore checked it last: its first HEAD of the tag after
     its PUT, or without a PUT (the tag already pointed there) its digest guard."""
-    tags: dict[str, str] = {}
+    model = RegistryModel()
     checks: list[tuple[bool, str | None]] = []  # (after our PUT?, digest) at each of our HEADs
     wrote = False
     for index, seen in enumerate(log[: action.end]):
-        reference = manifest_path(seen, repository)
-        if reference is None:
-            continue
-        mine = index >= action.start and seen.agent == USER_AGENT and reference == action.tag
-        if seen.method == "PUT" and seen.status == 201 and not reference.startswith("sha256:"):
-            tags[reference] = sha256(seen.body)
-            wrote = wrote or mine
-        elif seen.method == "DELETE" and seen.status == 202:
-            tags = {tag: digest for tag, digest in tags.items() if digest != reference}
-        elif mine and seen.method == "HEAD":
-            checks.append((wrote, tags.get(action.tag)))
+        write = model.step(index, seen)
+        mine = index >= action.start and seen.agent == USER_AGENT
+        match = MANIFEST_PATH.match(seen.path)
+        if write is not None and mine and write.reference == action.tag:
+            wrote = True
+        elif mine and seen.method == "HEAD" and match and match["reference"] == action.tag:
+            checks.append((wrote, model.tags.get((match["repository"], action.tag))))
     return next(digest for after, digest in checks if after == wrote)
 
 
@@ -296,7 +246,7 @@ def test_the_dashboard_deletes_and_restores_only_what_it_showed_while_another_cl
     finally:
         proxy.stop()
 
-    result = replay(log, actions, repo_name)
+    result = replay(log, actions)
     outcomes = Counter(f"{action.kind} {action.status}" for action in actions)
     print(
         f"\nstress: other client {dict(external.done)}; dashboard {dict(sorted(outcomes.items()))}; "
