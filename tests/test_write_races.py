@@ -30,7 +30,7 @@ from dashboard.registry.client import USER_AGENT
 from tests.personas import make_user
 from tests.rollback_support import Dashboard
 from tests.support.fault_proxy import FaultProxy, Seen
-from tests.support.images import MANIFEST_ACCEPT, ImagePusher
+from tests.support.images import ImagePusher
 from tests.support.write_log import MANIFEST_PATH, RegistryModel, is_tombstone
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +71,6 @@ class External:
 
     def __init__(self, url: str, repository: str, seed: int) -> None:
         self.pusher = ImagePusher(url)
-        self.url = url
         self.repository = repository
         self.rng = random.Random(seed)
         self.done: Counter[str] = Counter()
@@ -100,14 +99,7 @@ class External:
         tags = self.tags()
         if not tags:
             return self.push(number)
-        source = self.rng.choice(tags)
-        response = self.pusher.session.get(
-            f"{self.url}/v2/{self.repository}/manifests/{source}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {source}: {response.status_code}")
-        target = self.rng.choice([*MOVING_TAGS, *tags])
-        self.pusher.push_raw_manifest(self.repository, target, response.content, response.headers["Content-Type"])
+        self.pusher.copy_tag(self.repository, self.rng.choice(tags), self.rng.choice([*MOVING_TAGS, *tags]))
 
     def delete(self, number: int) -> None:
         tags = self.tags()
@@ -116,7 +108,7 @@ class External:
         digest = self.pusher.head_digest(self.repository, self.rng.choice(tags))
         if digest is None:
             raise RuntimeError("gone")
-        self.pusher._request("DELETE", f"/v2/{self.repository}/manifests/{digest}", expect=(202, 404))
+        self.pusher.delete_manifest(self.repository, digest)
 
 
 def seed_repository(pusher: ImagePusher, repository: str) -> None:

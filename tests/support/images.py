@@ -332,6 +332,18 @@ class ImagePusher:
     def tag(self, repository: str, image: PushedImage, tag: str) -> None:
         self.push_raw_manifest(repository, tag, image.raw, image.media_type)
 
+    def copy_tag(self, repository: str, source: str, target: str) -> str:
+        """Point `target` at the manifest `source` (a tag or digest) names, its bytes unchanged, as
+        `skopeo copy --preserve-digests` does; return the digest. RuntimeError when it is gone."""
+        response = self._request(
+            "GET", f"/v2/{repository}/manifests/{source}", expect=(200,), headers={"Accept": MANIFEST_ACCEPT}
+        )
+        return self.push_raw_manifest(repository, target, response.content, response.headers["Content-Type"])
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """DELETE by digest, which takes every tag on it along; False when it was gone already."""
+        return self._request("DELETE", f"/v2/{repository}/manifests/{digest}", expect=(202, 404)).status_code == 202
+
     def tags(self, repository: str) -> list[str]:
         """Sorted tags straight from tags/list (which answers null for a repository with none)."""
         response = self._request("GET", f"/v2/{repository}/tags/list", expect=(200,))
