@@ -125,10 +125,14 @@ def _delete_tag_shown(client: RegistryClient, repository: Repository, tag: str, 
     """The registry delete of one tag, which reads the tag once more right before it writes."""
     try:
         _registry_delete(repository.registry, lambda: client.delete_tag(repository.name, tag, shown_digest))
-    except (TagMoved, NotFound) as moved:
-        # NotFound: deleted by someone else since the guard read it.
-        _resync_tag(client, repository, tag)
-        raise DigestMoved(tag, shown_digest, getattr(moved, "current", None)) from None
+    except TagMoved as moved:
+        current = moved.current
+    except NotFound:
+        current = None  # deleted by someone else since the guard read it
+    else:
+        return
+    _resync_tag(client, repository, tag)
+    raise DigestMoved(tag, shown_digest, current)
 
 
 def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") -> None:
