@@ -481,7 +481,7 @@ def findings(reports: list[Attachment]) -> list[Finding]:
     distinct: dict[tuple[str, str, str], Finding] = {}
     for finding in Finding.objects.filter(attachment__in=reports).order_by("id"):
         distinct.setdefault((finding.vulnerability_id, finding.package, finding.installed), finding)
-    return sorted(distinct.values(), key=lambda f: (COUNTED.index(f.severity), f.vulnerability_id, f.package))
+    return _by_severity(distinct.values())
 
 
 def packages(attachments: list[Attachment]) -> list[SbomPackage]:
@@ -580,3 +580,47 @@ def _name_versions(hits: list[PackageHit], repository_ids: list[int]) -> None:
                     tags[repository, child["digest"]].append(tag)
     for hit in hits:
         hit.tags = tags.get((hit.repository, hit.digest), [])
+
+
+@dataclass
+class SupplyChainDiff:
+    """What changed between two versions by their attached reports and SBOMs."""
+
+    reported: tuple[bool, bool]  # whether each version has a report to compare
+    fixed: list[Finding]
+    introduced: list[Finding]
+    added: list[SbomPackage]
+    removed: list[SbomPackage]
+    changed: list[tuple[str, str, str]]  # (name, versions before, versions after)
+
+
+def supply_chain_diff(repository: Repository, before: Manifest, after: Manifest) -> SupplyChainDiff:
+    """Vulnerabilities fixed and introduced (by id and package), packages added, removed and
+    changed (by name)."""
+    chains = [supply_chain(repository, manifest) for manifest in (before, after)]
+    old, new = ({(f.vulnerability_id, f.package): f for f in findings(chain.reports)} for chain in chains)
+    old_packages, new_packages = (_versions_by_name(packages(chain.attachments)) for chain in chains)
+    changed = [
+        (name, ", ".join(sorted(old_packages[name])), ", ".join(sorted(new_packages[name])))
+        for name in sorted(old_packages.keys() & new_packages.keys())
+        if old_packages[name].keys() != new_packages[name].keys()
+    ]
+    return SupplyChainDiff(
+        (bool(chains[0].reports), bool(chains[1].reports)),
+        _by_severity(old[key] for key in old.keys() - new.keys()),
+        _by_severity(new[key] for key in new.keys() - old.keys()),
+        [next(iter(new_packages[name].values())) for name in sorted(new_packages.keys() - old_packages.keys())],
+        [next(iter(old_packages[name].values())) for name in sorted(old_packages.keys() - new_packages.keys())],
+        changed,
+    )
+
+
+def _by_severity(found: Iterable[Finding]) -> list[Finding]:
+    return sorted(found, key=lambda f: (COUNTED.index(f.severity), f.vulnerability_id, f.package))
+
+
+def _versions_by_name(listed: list[SbomPackage]) -> dict[str, dict[str, SbomPackage]]:
+    by_name: dict[str, dict[str, SbomPackage]] = defaultdict(dict)
+    for package in listed:
+        by_name[package.name][package.version] = package
+    return by_name

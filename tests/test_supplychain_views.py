@@ -196,3 +196,18 @@ def test_package_search_across_visible_repositories(client, people: People, rele
     outside = client.get(url, {"q": "openssl"}).content.decode()
     assert versions_found(outside) == [(other_name, "3.0.11")]
     assert f'"/repositories/{name}/' not in outside and release.vulnerable.digest not in outside
+
+
+def test_compare_shows_vulnerabilities_fixed_and_introduced(client, people: People, release: Release):
+    client.force_login(people.viewer)
+    url = reverse("dashboard:compare", args=[release.repository.name])
+    page = text(client.get(url, {"from": "1.0", "to": "2.0"}))
+    section = page[page.index("Supply chain") :]
+    assert "Vulnerabilities fixed (0)" in section
+    assert "Vulnerabilities introduced (3) critical CVE-2026-0001 openssl 3.0.11 high CVE-2026-0002 zlib" in section
+    back = text(client.get(url, {"from": "2.0", "to": "1.0"}))
+    assert "Vulnerabilities fixed (3)" in back and "Vulnerabilities introduced (0)" in back
+    # 1.0's SBOM lists openssl 3.0.13; 2.0 has only a report, whose findings are not an SBOM.
+    assert "Packages removed openssl 3.0.13" in section
+    assert "Packages added openssl 3.0.13" in back
+    assert "Only the first version has a vulnerability report" in text(client.get(url, {"from": "1.0", "to": "3.0"}))

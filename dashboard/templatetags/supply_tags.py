@@ -84,3 +84,8 @@ def supply_chain_panel(context: template.Context, repository: Repository, manife
         "chain": attachments.supply_chain(repository, manifest),
         "request": context["request"],
     }
+
+
+@register.inclusion_tag("dashboard/supply/_diff.html")
+def supply_chain_diff(repository: Repository, before: Manifest, after: Manifest) -> dict:
+    return {"diff": attachments.supply_chain_diff(repository, before, after)}
