@@ -232,10 +232,11 @@ def sync_deleted(registry_id: int, repository: str, tag: str, digest: str) -> No
         # Nothing cached to forget: the dashboard's own deletes (a tag delete's tombstone, a
         # version deleted through a page) are gone from the cache before their events arrive.
         return
+    checked_at = timezone.now()
     with client_for(registry) as client:
         if sync.head_digest(client, repository, tag or digest) is not None:
             return
-    sync.forget(registry, repository, tag=tag or None, digest=None if tag else digest or None)
+    sync.forget(registry, repository, tag=tag or None, digest=None if tag else digest or None, checked_at=checked_at)
 
 
 def forget_handled_events() -> int:

@@ -79,8 +79,9 @@ OCI_CREATED_ANNOTATION = "org.opencontainers.image.created"
 TYPE_MAX_LENGTH = 255
 # Repositories read ahead of the one being written; bounds memory to a few repositories' manifests.
 READ_AHEAD = 4
-# A row another sync deletes between our read and our write; each retry fetches what vanished.
-WRITE_ATTEMPTS = 3
+# A row another sync deletes between our read and our write (each retry fetches what vanished),
+# or a tag another writer changed after our read (read again once, see _NewerRows).
+WRITE_ATTEMPTS = 4
 # Ended history periods per existing tag whose digests stay cached after losing their last tag,
 # so the tag can be pointed back at them. A rollback goes back a release or a few, while CI may
 # move `latest` on every commit: counting periods per tag bounds the kept rows by the tags that
@@ -157,6 +158,11 @@ class Readout:
     absent: set[str] = field(default_factory=set)  # digests the registry answered 404 for
     unsettled: set[str] = field(default_factory=set)  # tags caught mid-delete (tombstones)
     kept_present: dict[str, bool] = field(default_factory=dict)  # untagged kept digests checked
+    reread_at: dict[str, datetime] = field(default_factory=dict)  # tags read again later
+
+    def read_at(self, tag: str) -> datetime:
+        """When the registry was asked about `tag` (at the latest)."""
+        return self.reread_at.get(tag, self.started_at)
 
     @property
     def shows_repository(self) -> bool:
@@ -382,6 +388,14 @@ class _Cached:
         return [child["digest"] for child in self.children]
 
 
+class _NewerRows(Exception):
+    """Another writer changed these tags after the readout asked about them: ask again."""
+
+    def __init__(self, tags: set[str]) -> None:
+        super().__init__(f"{len(tags)} tags changed since they were read")
+        self.tags = tags
+
+
 class _MissingContent(Exception):
     """Digests neither read nor cached anywhere (a concurrent prune): fetch them and retry."""
 
@@ -401,20 +415,29 @@ def write_repository(
 ) -> RepositoryResult:
     """Bring the cached rows of one repository in line with a readout; `user` is whose action
     (a restore) moved the tags, named on the history periods it closes and opens."""
-    now = now or timezone.now()
     if not readout.shows_repository and not Repository.objects.filter(registry=registry, name=readout.name).exists():
         # E.g. a notification naming a repository the registry does not have: nothing to cache.
         return RepositoryResult(readout.name)
     # A removed repository's row, pins and history are restored when the name comes back.
     repository, _ = Repository.with_removed.get_or_create(registry=registry, name=readout.name)
+    rereads = 1
     for _attempt in range(WRITE_ATTEMPTS):
         try:
             with transaction.atomic():
-                result = _apply(repository, readout, source, now, user)
+                # Stamped when written, after every read it rests on (see _changed_after).
+                result = _apply(repository, readout, source, now or timezone.now(), user, reread=rereads > 0)
         except _MissingContent as missing:
             # Outside the transaction: registry reads never hold the write lock.
             for digest in sorted(missing.digests):
                 readout.add(digest, _fetch_content(client, readout.name, digest))
+            _settle(readout)
+            continue
+        except _NewerRows as newer:
+            rereads -= 1
+            for tag in sorted(newer.tags):
+                readout.reread_at[tag] = timezone.now()
+                readout.heads[tag] = head_digest(client, readout.name, tag)
+                readout.unsettled.discard(tag)
             _settle(readout)
             continue
         attachments.read_attachments(client, repository, changed=result.changed)
@@ -423,7 +446,7 @@ def write_repository(
 
 
 def _apply(
-    repository: Repository, readout: Readout, source: str, now: datetime, user: User | None
+    repository: Repository, readout: Readout, source: str, now: datetime, user: User | None, *, reread: bool
 ) -> RepositoryResult:
     # Serialises writers of one repository (SQLite's IMMEDIATE transactions already do), and
     # everything below is read after the lock, so a concurrent sync's rows are seen, not duplicated.
@@ -431,9 +454,14 @@ def _apply(
     cached = _cached_manifests(repository)
     rows = Tag.objects.filter(repository=repository).values_list("id", "name", "manifest_id")
     tags = {name: (tag_id, manifest_id) for tag_id, name, manifest_id in rows}
-    # Left as cached: tags caught mid-delete, and tags another writer (a notification, a
-    # restore) moved, created or deleted after this readout began: what it wrote is newer.
-    unsettled = readout.unsettled | _changed_since(repository, readout.started_at)
+    # Tags another writer (a notification, a restore) moved, created or deleted after this
+    # readout asked about them know more than it does: asked again (once), else left as cached.
+    covered = readout.heads.keys() | (tags.keys() if readout.complete else set())
+    changed = _changed_after(repository, readout.started_at)
+    newer = {tag for tag, at in changed.items() if tag in covered and at > readout.read_at(tag)}
+    if newer and reread:
+        raise _NewerRows(newer)
+    unsettled = readout.unsettled | newer
     target = {tag: digest for tag, digest in readout.heads.items() if digest and tag not in unsettled}
     if readout.complete:
         gone = set(tags) - set(target) - unsettled
@@ -469,12 +497,15 @@ def _apply(
     return result
 
 
-def _changed_since(repository: Repository, moment: datetime) -> set[str]:
-    """Tags of the repository whose history a writer opened or closed after `moment`. Every
-    write of a Tag row (create, move, delete) opens or closes a period stamped with the time
-    of the write, which comes after the writer's own registry reads."""
-    changed = TagHistory.objects.filter(repository=repository).filter(Q(since__gt=moment) | Q(until__gt=moment))
-    return set(changed.values_list("tag", flat=True))
+def _changed_after(repository: Repository, moment: datetime) -> dict[str, datetime]:
+    """Tag -> when a writer last opened or closed a history period of it, for the tags of the
+    repository changed after `moment`. Every write of a Tag row (create, move, delete) opens or
+    closes a period stamped with the time of the write, after the writer's registry reads."""
+    rows = TagHistory.objects.filter(repository=repository).filter(Q(since__gt=moment) | Q(until__gt=moment))
+    changed: dict[str, datetime] = {}
+    for tag, since, until in rows.values_list("tag", "since", "until"):
+        changed[tag] = max(changed.get(tag, since), since, until or since)
+    return changed
 
 
 def _write_tags(
@@ -837,11 +868,13 @@ def forget(
     tag: str | None = None,
     source: str = Source.NOTIFICATION,
     user: User | None = None,
+    checked_at: datetime | None = None,
 ) -> int:
     """The registry deleted a manifest (and with it every tag on it) or a tag, by `user`'s
     action or as noticed: remove their rows without asking the registry. A deleted manifest
-    that is pinned or a tag's previous digest stays, marked missing. Returns how many tags
-    were removed."""
+    that is pinned or a tag's previous digest stays, marked missing. Tags written after
+    `checked_at` (when the registry was asked) are left: that writer knows more. Returns how
+    many tags were removed."""
     repository = Repository.objects.filter(registry=registry, name=repository_name).first()
     if repository is None:
         return 0
@@ -850,6 +883,8 @@ def forget(
         repository = Repository.objects.select_for_update().get(pk=repository.pk)
         doomed = Tag.objects.filter(repository=repository)
         doomed = doomed.filter(manifest__digest=digest) if digest else doomed.filter(name=tag)
+        if checked_at is not None:
+            doomed = doomed.exclude(name__in=list(_changed_after(repository, checked_at)))
         names = list(doomed.values_list("name", flat=True))
         close_periods(repository, names, source, now, user)
         doomed.delete()

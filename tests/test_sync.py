@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from django.db.models import ProtectedError
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone as django_timezone
 
 from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
 from dashboard.registry import RegistryClient, Unavailable
@@ -373,6 +375,34 @@ def test_a_sync_leaves_alone_tags_written_after_its_readout_began(cache, pusher,
     sync_fresh(cache, repo_name)  # the next sync, read after those writes, changes nothing
     assert cached_tags(repo_name) == {"latest": new.digest}
     assert len(periods(repo_name, "latest")) == 2
+
+
+def test_a_readout_older_than_a_write_asks_the_registry_again_instead_of_losing_the_news(cache, pusher, repo_name):
+    pusher.push_image(repo_name, "latest", unique="a")
+    sync_fresh(cache, repo_name)
+    b = pusher.push_image(repo_name, "latest", unique="b")
+    with RegistryClient(cache.url) as client:
+        known = partial(sync._known_in_database, cache, repo_name)
+        full = sync.read_repository(client, repo_name, known=known)  # sees b
+        c = pusher.push_image(repo_name, "latest", unique="c")
+        notified = sync.read_repository(client, repo_name, known=known, tags=["latest"])  # sees c
+        sync.write_repository(cache, client, full, source=Source.SYNC)  # b, written after c was read
+        sync.write_repository(cache, client, notified, source=Source.NOTIFICATION)
+
+    assert cached_tags(repo_name) == {"latest": c.digest}
+    assert [digest for digest, *_ in periods(repo_name, "latest")][1:] == [b.digest, c.digest]
+
+
+def test_a_confirmed_delete_leaves_a_tag_written_after_the_registry_was_asked(cache, pusher, repo_name):
+    pusher.push_image(repo_name, "latest", unique="old")
+    sync_fresh(cache, repo_name)
+    checked_at = django_timezone.now()  # a delete notification's HEAD found no `latest` here
+    new = pusher.push_image(repo_name, "latest", unique="new")
+    sync_fresh(cache, repo_name)
+
+    assert sync.forget(cache, repo_name, tag="latest", checked_at=checked_at) == 0
+
+    assert cached_tags(repo_name) == {"latest": new.digest}
 
 
 def test_sync_tag_updates_that_tag_only(cache, pusher, repo_name):
