@@ -11,22 +11,26 @@ checkout-service, team/payments/worker: they share its layers). website-ecommerc
 v1.0, v1.1, v2.0 and v2.1 with `production` moved along; v2.1 broke checkout, so `production`
 was rolled back to v2.0; v1.1 is pinned as the last known-good 1.x. Nightly `build-N` tags pile
 up, and a retention policy that would clean them is saved but disabled. shop-api is multi-arch.
+CI signs the releases from v1.1 on with the web team's key (trusted by the dashboard) and
+attaches a signed vulnerability scan to each: v1.0 has one critical finding.
 """
 
 from __future__ import annotations
 
 import functools
 import random
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import Group, User
 
 from dashboard import audit, retention
-from dashboard.models import AccessRule, Pin, Registry, Repository, RetentionPolicy, Role, TagHistory
+from dashboard.models import AccessRule, Pin, Registry, Repository, RetentionPolicy, Role, TagHistory, TrustedKey
 from dashboard.registries import client_for
 from dashboard.rollback import pin_version, restore_tag
 from dashboard.sync import sync_registry
+from tests.support import supplychain
 from tests.support.images import ImagePusher, PushedImage, make_layer
 
 SOURCE = "https://github.com/example-shop"
@@ -38,6 +42,19 @@ MAINTAINER = "dana"  # web team: maintainer of the shop's services
 SHOP = "website-ecommerce"
 NIGHTLY_BUILDS = range(101, 109)
 NIGHTLY_POLICY = "nightly-builds"
+RELEASE_KEY = "web-team-release"
+# What CI's scanner found in each release (Trivy's JSON in a signed cosign attestation); v1.0
+# predates signing. One critical finding, in the oldest release still a rollback candidate.
+FINDINGS = {
+    "v1.0": [
+        {"id": "CVE-2024-5535", "severity": "critical", "package": "openssl", "installed": "3.0.11-1", "fixed": "3.0.14-1"},
+        {"id": "CVE-2023-45853", "severity": "medium", "package": "zlib", "installed": "1.2.13"},
+    ],
+    "v1.1": [{"id": "CVE-2023-45853", "severity": "medium", "package": "zlib", "installed": "1.2.13"}],
+    "v2.0": [{"id": "CVE-2024-2511", "severity": "low", "package": "openssl", "installed": "3.0.14-1"}],
+    "v2.1": [{"id": "CVE-2024-2511", "severity": "low", "package": "openssl", "installed": "3.0.14-1"}],
+}
+SIGNED = ("v1.1", "v2.0", "v2.1")
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,16 @@ class _Teller:
             ],
         )
 
+    def sign_and_scan(self, name: str, image: PushedImage, version: str, key: supplychain.PrivateKey) -> None:
+        """What CI attaches next to a release: a cosign signature and a signed Trivy scan."""
+        repository = self.name(name)
+        if version in SIGNED:
+            reference = f"{urlsplit(self.pusher.base_url).netloc}/{repository}"
+            supplychain.push_signature(self.pusher, repository, image.digest, key, reference)
+        report = supplychain.trivy_report(image.digest, FINDINGS[version], repository=repository)
+        scan = supplychain.statement(image.digest, supplychain.VULN, supplychain.vuln_predicate(report))
+        supplychain.push_attestation(self.pusher, repository, image.digest, scan, key if version in SIGNED else None)
+
     def tag(self, name: str, image: PushedImage, tag: str) -> None:
         self.pusher.tag(self.name(name), image, tag)
 
@@ -151,6 +178,10 @@ def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: st
     )
     teller.sync("platform/node-base")
 
+    release_key = supplychain.make_key()
+    TrustedKey.objects.update_or_create(
+        name=RELEASE_KEY, defaults={"public_key": supplychain.public_pem(release_key).decode()}
+    )
     # Each release goes to production, and a sync sees it there: the tag's history.
     releases: dict[str, PushedImage] = {}
     for version, age, deps, revision, env in [
@@ -163,6 +194,7 @@ def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: st
             SHOP, version, age, deps=deps, deps_size=3 * MB, app_size=MB // 2, env=env, revision=revision
         )
         releases[version] = image
+        teller.sign_and_scan(SHOP, image, version, release_key)
         teller.tag(SHOP, image, "production")
         teller.tag(SHOP, image, "latest")
         teller.sync(SHOP)
@@ -181,13 +213,6 @@ def seed(registry: Registry, pusher: ImagePusher, epoch: datetime, *, prefix: st
             digest=releases["v1.1"].digest,
             reason="Last 1.x release, known good: the fallback if 2.x misbehaves",
         )
-    pusher.push_artifact(
-        teller.name(SHOP),
-        f"sha256-{releases['v2.0'].digest.partition(':')[2]}.sig",
-        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
-        payload=b'{"critical":{"identity":{"docker-reference":"website-ecommerce"},"type":"cosign container image signature"}}',
-        subject=releases["v2.0"],
-    )
     for number in NIGHTLY_BUILDS:
         teller.node_service(
             SHOP,

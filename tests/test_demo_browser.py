@@ -68,6 +68,8 @@ def test_first_ten_minutes_ops_find_where_production_pointed_and_what_it_can_go_
     expect(candidates).to_have_count(3)
     expect(candidates.filter(has_text="pinned")).to_contain_text("Last 1.x release")
     expect(candidates.filter(has_text="v2.1")).to_have_count(1)
+    # CI's signed scan of v1.0 found one critical vulnerability: the rollback page says so.
+    expect(candidates.filter(has_text="v1.0")).to_contain_text(re.compile(r"1 critical", re.IGNORECASE))
 
     page.get_by_role("link", name="Full history of production").click()
     periods = page.locator("table.history tbody tr")
@@ -80,7 +82,7 @@ def test_first_ten_minutes_ops_find_where_production_pointed_and_what_it_can_go_
 def _demo_pages(story: demo.Story) -> list[str]:
     shop = story.shop
     api = f"{story.prefix}shop-api"
-    v20, v21, v11 = (story.releases[v].digest for v in ("v2.0", "v2.1", "v1.1"))
+    v10, v11, v20, v21 = (story.releases[v].digest for v in ("v1.0", "v1.1", "v2.0", "v2.1"))
     restore = urlencode({"tag": "production", "digest": v11, "expected": v20})
     return [
         "/",
@@ -89,6 +91,8 @@ def _demo_pages(story: demo.Story) -> list[str]:
         f"/repositories/{shop}/-/tags/v2.0/",
         f"/repositories/{shop}/-/tags/production/",
         f"/repositories/{shop}/-/manifests/{v21}/",
+        f"/repositories/{shop}/-/manifests/{v10}/vulnerabilities/",
+        f"/repositories/{shop}/-/manifests/{v10}/packages/",
         f"/repositories/{api}/",
         f"/repositories/{api}/-/tags/3.2.0/",
         f"/repositories/{shop}/-/tags/production/history/",
@@ -99,6 +103,7 @@ def _demo_pages(story: demo.Story) -> list[str]:
         f"/repositories/{shop}/-/tags/build-101/delete/",
         f"/repositories/{shop}/-/manifests/{v20}/delete/",
         "/pins/",
+        f"/packages/?{urlencode({'q': 'openssl'})}",
         "/retention/",
         "/retention/new/",
         f"/retention/{RetentionPolicy.objects.get(name=demo.NIGHTLY_POLICY).pk}/edit/",
