@@ -624,3 +624,18 @@ def _versions_by_name(listed: list[SbomPackage]) -> dict[str, dict[str, SbomPack
     for package in listed:
         by_name[package.name][package.version] = package
     return by_name
+
+
+def attached_only_to(repository: Repository, digest: str) -> list[Candidate]:
+    """The signatures, attestations, SBOMs and referrers attached to `digest` and to no other
+    version (one copied next to another image stays with it), for deleting them together.
+    BuildKit attestations are platform manifests of the index: deleted as its children."""
+    found = candidates(repository)
+    elsewhere = {c.digest for c in found if c.subject != digest}
+    mine = [c for c in found if c.subject == digest and c.digest not in elsewhere and c.via != Attachment.Via.BUILDKIT]
+    # The referrers tag schema's index of this digest's referrers goes with them.
+    index = Tag.objects.filter(repository=repository, name=digest.replace(":", "-")).values_list(
+        "manifest__digest", flat=True
+    )
+    mine += [Candidate(found_index, digest, Attachment.Via.REFERRER) for found_index in index]
+    return sorted(mine, key=lambda c: c.digest)

@@ -34,6 +34,7 @@ from dashboard.actions import (
     current_digest,
     guarded_action,
 )
+from dashboard.attachments import attached_only_to
 from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
@@ -337,6 +338,7 @@ class VersionDeleted:
     digest: str
     tags: list[str]
     children: list[str] = field(default_factory=list)
+    attachments: list[str] = field(default_factory=list)
     freed_bytes: int = 0
 
 
@@ -348,6 +350,7 @@ def delete_version(
     shown_tags: Iterable[str],
     *,
     children: Iterable[str] = (),
+    attachments: Iterable[str] = (),
     client: RegistryClient | None = None,
     live: LiveTags | None = None,
     action: str = DELETE_VERSION,
@@ -355,7 +358,9 @@ def delete_version(
     freed_bytes: int | None = None,
 ) -> VersionDeleted:
     """Delete the manifest `digest` and with it every tag on it (`shown_tags`, as the user saw
-    them). `children`: platform images of an index to delete with it, if still orphaned.
+    them). `children`: platform images of an index to delete with it, if still orphaned;
+    `attachments`: its signatures, attestations, SBOMs and referrers to delete with it, if still
+    attached to it alone (attachments.attached_only_to), their cosign tags with them.
     `live`: the repository's tags as a run read them (default: read them now).
     `freed_bytes`: what garbage collection will free, when the caller estimated it already."""
     shown = sorted(set(shown_tags))
@@ -394,6 +399,7 @@ def delete_version(
             live.deleted(child)
         if deleted.children:
             context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
+        _delete_attachments(client, repository, digest, attachments, deleted, live, context.notes)
         # Before `forget`, which drops the cached manifests this estimate reads.
         deleted.freed_bytes = (
             freed_bytes if freed_bytes is not None else estimate_freed(repository, [digest, *deleted.children])
@@ -401,8 +407,37 @@ def delete_version(
         DeletedVersion.objects.create(
             registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
         )
-        _forget(repository, user, digest=digest)
+        for artifact in [digest, *deleted.attachments]:
+            _forget(repository, user, digest=artifact)
         return deleted
+
+
+def _delete_attachments(
+    client: RegistryClient,
+    repository: Repository,
+    digest: str,
+    wanted: Iterable[str],
+    deleted: VersionDeleted,
+    live: LiveTags,
+    notes: list[str],
+) -> None:
+    """After the version: delete the attached artifacts asked for that nothing else uses."""
+    alone = {candidate.digest for candidate in attached_only_to(repository, digest)}
+    for artifact in wanted:
+        if artifact not in alone:
+            notes.append(f"kept attached artifact {artifact[:100]}: another version uses it, or it is gone")
+            continue
+        try:
+            client.delete_manifest(repository.name, artifact)
+        except NotFound:
+            pass
+        except RegistryError as error:
+            notes.append(f"attached artifact {artifact} not deleted: {error}")
+            continue
+        deleted.attachments.append(artifact)
+        live.deleted(artifact)
+    if deleted.attachments:
+        notes.append(f"attached artifacts deleted: {', '.join(deleted.attachments)}")
 
 
 # Many tags ----------------------------------------------------------------------------------

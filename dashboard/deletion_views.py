@@ -23,6 +23,7 @@ from django.views.decorators.vary import vary_on_headers
 from dashboard import audit, deletion, retention
 from dashboard.access import is_admin, repository_for, signed_in
 from dashboard.actions import ActionRefused, require_role
+from dashboard.attachments import attached_only_to
 from dashboard.models import Manifest, Registry, Repository, RetentionPolicy, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
@@ -42,6 +43,9 @@ class DeleteTagForm(forms.Form):
 class DeleteVersionForm(forms.Form):
     confirm = forms.CharField(max_length=255, label="Type the repository name to confirm")
     delete_children = forms.BooleanField(required=False, label="Also delete its platform images that nothing else uses")
+    delete_attachments = forms.BooleanField(
+        required=False, label="Also delete its signatures, attestations, SBOMs and referrers"
+    )
 
     def __init__(self, *args, repository_name: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -202,9 +206,16 @@ def delete_version(request: HttpRequest, name: str, digest: str) -> HttpResponse
     if request.method == "POST":
         if form.is_valid():
             children = request.POST.getlist("children") if form.cleaned_data["delete_children"] else []
+            attached = request.POST.getlist("attachments") if form.cleaned_data["delete_attachments"] else []
             try:
                 deleted = deletion.delete_version(
-                    request, request.user, repository, digest, request.POST.getlist("tags"), children=children
+                    request,
+                    request.user,
+                    repository,
+                    digest,
+                    request.POST.getlist("tags"),
+                    children=children,
+                    attachments=attached,
                 )
             except ActionRefused as refused:
                 error, status = refused.message, refused.status
@@ -228,6 +239,7 @@ def delete_version(request: HttpRequest, name: str, digest: str) -> HttpResponse
         "tags": list(manifest.tags.order_by("version_key").values_list("name", flat=True)),
         "children": children,
         "orphans": orphans,
+        "attached": _attached_rows(repository, digest),
         "freed": _freed_estimate(repository, manifest, orphans),
         "pin": repository.pins.filter(digest=digest).select_related("created_by").first(),
         "form": form,
@@ -246,10 +258,22 @@ def _freed_estimate(repository: Repository, manifest: Manifest, orphans: list[de
     return estimate
 
 
+def _attached_rows(repository: Repository, digest: str) -> list[tuple[str, list[str]]]:
+    """(digest, tags) of what is attached to the version alone: the tags go with them."""
+    alone = [candidate.digest for candidate in attached_only_to(repository, digest)]
+    names = dict.fromkeys(alone, [])
+    for artifact, tag in Tag.objects.filter(repository=repository, manifest__digest__in=alone).values_list(
+        "manifest__digest", "name"
+    ):
+        names[artifact] = [*names[artifact], tag]
+    return list(names.items())
+
+
 def _version_deleted_message(deleted: deletion.VersionDeleted) -> str:
     tags = f" and its tags {', '.join(deleted.tags)}" if deleted.tags else ""
     children = f", with {len(deleted.children)} platform image(s)" if deleted.children else ""
-    return f"Deleted version {deleted.digest}{tags}{children}. Disk space returns after garbage collection."
+    attached = f", with {len(deleted.attachments)} attached artifact(s)" if deleted.attachments else ""
+    return f"Deleted version {deleted.digest}{tags}{children}{attached}. Disk space returns after garbage collection."
 
 
 # Many tags ----------------------------------------------------------------------------------

@@ -211,3 +211,37 @@ def test_compare_shows_vulnerabilities_fixed_and_introduced(client, people: Peop
     assert "Packages removed openssl 3.0.13" in section
     assert "Packages added openssl 3.0.13" in back
     assert "Only the first version has a vulnerability report" in text(client.get(url, {"from": "1.0", "to": "3.0"}))
+
+
+def test_deleting_a_version_offers_to_delete_what_is_attached_to_it_alone(
+    client, people: People, dashboard, pusher, repo_name
+):
+    from tests.support import supplychain as sc
+
+    v1 = pusher.push_image(repo_name, "1.0", unique=f"{repo_name}-1")
+    v2 = pusher.push_image(repo_name, "2.0", unique=f"{repo_name}-2")
+    key, reference = sc.make_key(), f"{dashboard.server.host}/{repo_name}"
+    shared = sc.push_signature(pusher, repo_name, v1.digest, key, reference)
+    copied = pusher.session.get(
+        f"{dashboard.server.url}/v2/{repo_name}/manifests/{shared}", headers={"Accept": sc.OCI_MANIFEST}
+    ).content
+    pusher.push_raw_manifest(repo_name, f"sha256-{v2.digest[7:]}.sig", copied, sc.OCI_MANIFEST)
+    attestation = sc.push_attestation(pusher, repo_name, v1.digest, sc.statement(v1.digest, "https://example.com/p", {}), key)
+    referrer = sc.push_referrer(pusher, repo_name, v1, "application/vnd.cyclonedx+json", sc.cyclonedx_sbom([("a", "1")]))
+    dashboard.sync(repo_name)
+    client.force_login(people.maintainer)
+    url = reverse("dashboard:delete-version", args=[repo_name, v1.digest])
+
+    page = client.get(url).content.decode()
+    offered = set(re.findall(r'name="attachments" value="([^"]+)"', page))
+    index = pusher.head_digest(repo_name, f"sha256-{v1.digest[7:]}")
+    assert offered == {attestation, referrer, index}  # not the signature v2 carries too
+
+    response = client.post(url, {"tags": ["1.0"], "confirm": repo_name, "attachments": sorted(offered), "delete_attachments": "on"})
+    assert response.status_code == 302
+    for gone in (v1.digest, attestation, referrer, index):
+        assert pusher.head_digest(repo_name, gone) is None
+    assert pusher.tags(repo_name) == sorted(["2.0", f"sha256-{v1.digest[7:]}.sig", f"sha256-{v2.digest[7:]}.sig"])
+    assert pusher.head_digest(repo_name, shared) == shared
+    entry = AuditEntry.objects.filter(action="delete_version", repository=repo_name).latest("id")
+    assert f"attached artifacts deleted: {', '.join(sorted(offered))}" in entry.reason
