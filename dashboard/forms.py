@@ -13,7 +13,7 @@ CATALOG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
     "pushed": (F("last_pushed_at").desc(nulls_last=True), "name"),
     "size": ("-total_size", "name"),
     "tags": ("-tag_count", "name"),
-    # Not a column: the catalog view orders by storage.ids_by_exclusive instead.
+    # Not a column: the catalog view orders by storage.by_exclusive instead.
     "exclusive": ("name",),
 }
 TAG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
@@ -113,6 +113,7 @@ STORAGE_ORDERINGS = {
 
 
 class StorageQuery(_SortedQuery):
+    page = forms.IntegerField(required=False, min_value=1)
     sort = forms.ChoiceField(
         required=False,
         initial="exclusive",

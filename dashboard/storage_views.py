@@ -7,12 +7,13 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.core.paginator import Paginator
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from dashboard import charts, deletion, growth, storage
 from dashboard.access import is_admin, signed_in, visible_names
-from dashboard.forms import StorageQuery
+from dashboard.forms import PAGE_SIZE, StorageQuery
 from dashboard.registries import configured_registry
 from dashboard.rendering import bad_query, page_or_results
 
@@ -35,7 +36,9 @@ def storage_page(request: HttpRequest) -> HttpResponse:
         "query": query,
         "params": query.data,
         "page_url": reverse("dashboard:storage"),
-        "repositories": sorted(overview.repositories, key=query.sort_key()),
+        "page": Paginator(sorted(overview.repositories, key=query.sort_key()), PAGE_SIZE).get_page(
+            query.cleaned_data["page"]
+        ),
         "repository_chart": charts.bar_chart(
             "Repositories by exclusive bytes",
             [

@@ -58,7 +58,7 @@ def _catalog_context(request: HttpRequest, registry: Registry, query: CatalogQue
     repositories = browse.filter_repositories(visible, query)
     if query.current_sort == "exclusive":
         # Exclusive bytes are an aggregate over every repository's blobs, not a column.
-        page = _paginate(storage.ids_by_exclusive(registry, repositories), query)
+        page = _paginate(storage.by_exclusive(request.user, registry, repositories), query)
         rows = Repository.objects.in_bulk(page.object_list)
         page.object_list = [rows[pk] for pk in page.object_list]
     else:

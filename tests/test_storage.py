@@ -41,6 +41,12 @@ pytestmark = pytest.mark.django_db
 STORAGE_QUERY_BOUND = 12
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Figures are kept per process; a test's database starts over, so do they."""
+    storage._computed.clear()
+
+
 def layer(name: str, size: int = 3000) -> bytes:
     return make_layer(f"{name}.bin", random.Random(name).randbytes(size))[0]
 
@@ -231,8 +237,8 @@ def test_the_page_shows_only_what_the_user_may_see(scene, dashboard, client, set
 def test_the_table_sorts_and_a_bad_sort_is_a_400(scene, admin_client):
     url = reverse("dashboard:storage")
     page = admin_client.get(url, {"sort": "referenced"})
-    names = [usage.name for usage in page.context["repositories"]]
-    referenced = [usage.referenced for usage in page.context["repositories"]]
+    names = [usage.name for usage in page.context["page"].object_list]
+    referenced = [usage.referenced for usage in page.context["page"].object_list]
     assert referenced == sorted(referenced, reverse=True) and scene.a in names
     fragment = admin_client.get(url, {"sort": "tags"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="storage-table")
     assert "<html" not in fragment.content.decode() and scene.c in fragment.content.decode()
@@ -380,6 +386,7 @@ def test_storage_page_and_api_queries_do_not_grow_with_repositories(
     def queries() -> list[int]:
         counts = []
         for client, url, headers in pages:
+            storage._computed.clear()  # the figures computed, not the kept ones
             with django_assert_max_num_queries(STORAGE_QUERY_BOUND) as captured:
                 assert client.get(url, headers=headers).status_code == 200
             counts.append(len(captured.captured_queries))
@@ -408,3 +415,17 @@ def test_the_tag_confirmation_says_what_deleting_its_version_would_free(scene, p
     # Its own layer, config and manifest; not the layer tag 1 uses too.
     assert page.context["version_frees"] == sum(own.values()) and len(own) == 3
     assert "nothing freed: the version stays stored" in page.content.decode()
+
+
+def test_cached_figures_follow_every_change(scene, dashboard, people, pusher):
+    """The figures are cached until the cache rows change: a tag moved, a version deleted."""
+    before = storage.overview(people.viewer, dashboard.registry)
+    assert storage.overview(people.viewer, dashboard.registry) == before
+
+    # Tag 2 of c moves onto tag 1's digest: c2's own blobs become untagged-only.
+    pusher.push_raw_manifest(scene.c, "2", fetch(pusher, scene.c, "1"), DOCKER_MANIFEST)
+    dashboard.sync(scene.c)
+    moved = storage.overview(people.viewer, dashboard.registry)
+    [c_before] = [usage for usage in before.repositories if usage.name == scene.c]
+    [c_after] = [usage for usage in moved.repositories if usage.name == scene.c]
+    assert c_before.untagged == 0 and c_after.untagged > 0
