@@ -154,7 +154,6 @@ def _state() -> tuple:
         f" (SELECT COUNT(*) FROM {tag}), (SELECT MAX(id) FROM {tag}),"
         # A moved tag changes its manifest_id; weighting by the tag's id catches two tags swapping.
         f" (SELECT SUM((id * manifest_id) % 1000000007) FROM {tag}),"
-        f" (SELECT COUNT(*) FROM {manifest} WHERE missing_since IS NOT NULL),"
         f" (SELECT SUM(id) FROM {manifest} WHERE missing_since IS NOT NULL),"
         f" (SELECT COUNT(*) FROM {repository}), (SELECT MAX(id) FROM {repository}),"
         f" (SELECT MIN(name) FROM {repository}), (SELECT MAX(name) FROM {repository})",
@@ -308,7 +307,10 @@ def take_snapshot(registry: Registry, day: date | None = None) -> bool:
         if samples.filter(day=day, scope=Scope.REGISTRY).exists():
             return False
         everything = _overview(
-            registry, f"SELECT id FROM {sql.table(Repository)} WHERE registry_id = %s", [registry.pk], complete=True
+            registry,
+            f"SELECT id FROM {sql.table(Repository)} WHERE registry_id = %s AND removed_at IS NULL",
+            [registry.pk],
+            complete=True,
         )
         rows = [StorageSample(registry=registry, day=day, scope=Scope.REGISTRY, name="", bytes=everything.total)]
         rows += [

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from dashboard import charts, deletion, growth, storage
+from dashboard import browse, charts, deletion, growth, storage
 from dashboard.access import is_admin, signed_in, visible_names
 from dashboard.forms import PAGE_SIZE, StorageQuery
 from dashboard.registries import configured_registry
@@ -20,6 +20,7 @@ from dashboard.rendering import bad_query, page_or_results
 # (id of the element htmx swaps, template of its content): the page includes the same template.
 STORAGE_RESULTS = ("storage-table", "dashboard/storage/_table.html")
 CHART_BARS = 10
+NAMES_PER_BLOB = 5
 
 
 @require_safe
@@ -30,19 +31,29 @@ def storage_page(request: HttpRequest) -> HttpResponse:
         return bad_query(request, query)
     registry = configured_registry()
     overview = storage.overview(request.user, registry)
+    page = Paginator(sorted(overview.repositories, key=query.sort_key()), PAGE_SIZE).get_page(query.cleaned_data["page"])
+    url_of = browse.repository_links()
     context = {
         "registry": registry,
         "overview": overview,
         "query": query,
         "params": query.data,
         "page_url": reverse("dashboard:storage"),
-        "page": Paginator(sorted(overview.repositories, key=query.sort_key()), PAGE_SIZE).get_page(
-            query.cleaned_data["page"]
-        ),
+        "page": page,
+        "rows": [(usage, url_of(usage.name)) for usage in page.object_list],
+        # (blob, the first repositories using it with their URLs, how many more use it)
+        "shared_blobs": [
+            (
+                blob,
+                [(name, url_of(name)) for name in blob.repositories[:NAMES_PER_BLOB]],
+                max(0, len(blob.repositories) - NAMES_PER_BLOB),
+            )
+            for blob in overview.shared_blobs
+        ],
         "repository_chart": charts.bar_chart(
             "Repositories by exclusive bytes",
             [
-                charts.Bar(usage.name, usage.exclusive, reverse("dashboard:repository", args=[usage.name]))
+                charts.Bar(usage.name, usage.exclusive, url_of(usage.name))
                 for usage in overview.repositories[:CHART_BARS]
             ],
         ),
