@@ -146,8 +146,9 @@ def overview(user: AnyUser, registry: Registry) -> Overview:
 def _state() -> tuple:
     """What the figures depend on, in one query (about 4 ms for 12,000 tags on a busy machine):
     a manifest or blob row added or removed, a tag added, moved or removed, a manifest marked
-    missing or found, a repository added or removed changes it. Sizes and names are in it so
-    that a SQLite row id used again after a delete does not bring back an old state."""
+    missing or found, a repository listed or removed from the catalog changes it. Sizes and
+    names are in it so that a SQLite row id used again after a delete does not bring back an
+    old state."""
     blob, manifest, tag, repository = (sql.table(model) for model in (ManifestBlob, Manifest, Tag, Repository))
     [state] = sql.select(
         f"SELECT (SELECT COUNT(*) FROM {blob}), (SELECT MAX(id) FROM {blob}), (SELECT SUM(size) FROM {blob}),"
@@ -155,7 +156,8 @@ def _state() -> tuple:
         # A moved tag changes its manifest_id; weighting by the tag's id catches two tags swapping.
         f" (SELECT SUM((id * manifest_id) % 1000000007) FROM {tag}),"
         f" (SELECT SUM(id) FROM {manifest} WHERE missing_since IS NOT NULL),"
-        f" (SELECT COUNT(*) FROM {repository}), (SELECT MAX(id) FROM {repository}),"
+        f" (SELECT COUNT(*) FROM {repository} WHERE removed_at IS NULL),"
+        f" (SELECT SUM(id) FROM {repository} WHERE removed_at IS NULL),"
         f" (SELECT MIN(name) FROM {repository}), (SELECT MAX(name) FROM {repository})",
         [],
     )
