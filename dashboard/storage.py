@@ -154,7 +154,8 @@ def _state() -> tuple:
         f"SELECT (SELECT COUNT(*) FROM {blob}), (SELECT MAX(id) FROM {blob}), (SELECT SUM(size) FROM {blob}),"
         f" (SELECT COUNT(*) FROM {tag}), (SELECT MAX(id) FROM {tag}),"
         # A moved tag changes its manifest_id; weighting by the tag's id catches two tags swapping.
-        f" (SELECT SUM((id * manifest_id) % 1000000007) FROM {tag}),"
+        # (`%%`: the drivers read `%` as a placeholder.)
+        f" (SELECT SUM((id * manifest_id) %% 1000000007) FROM {tag}),"
         f" (SELECT SUM(id) FROM {manifest} WHERE missing_since IS NOT NULL),"
         f" (SELECT COUNT(*) FROM {repository} WHERE removed_at IS NULL),"
         f" (SELECT SUM(id) FROM {repository} WHERE removed_at IS NULL),"
