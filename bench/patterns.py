@@ -1,7 +1,7 @@
 """What a viewer's audit filter costs: hostile glob patterns against a plain filter, same run.
 
 Fills a throwaway SQLite database (the default deployment) with 10,000 audit entries, half of
-them in `team-a/` (9,000 names of 20-40 characters, 1,000 of 255, the longest a name may be),
+them in `team-a/` (4,000 names of 20-40 characters, 1,000 of 255, the longest a name may be),
 and signs in a viewer whose only rule is `team-a/*`. Then times the audit page, in-process with
 Django's test client, for:
 
