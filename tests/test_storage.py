@@ -36,8 +36,8 @@ from tests.support.registry_server import start_registry
 
 pytestmark = pytest.mark.django_db
 
-# Session, user, registry, the four storage queries, pending garbage collection (two); the API
-# has its token lookups instead; the growth page its samples and the deletes and retention runs.
+# Session, user, registry, the state and the four aggregates, pending garbage collection (four);
+# the API has its token lookups instead; the growth page its samples, deletes and retention runs.
 STORAGE_QUERY_BOUND = 12
 
 
