@@ -238,6 +238,7 @@ def _read_layer(
         attachment.signed_data = data
         attachment.signatures = [signature]
         attachment.kind = Kind.SIGNATURE
+        _keep_certificate(attachment, layer.annotations.get(signatures.CERTIFICATE_ANNOTATION, ""))
     elif document.predicate_type or layer.media_type.startswith("application/vnd.dsse"):
         try:
             envelope = parse_envelope(data)
@@ -247,6 +248,19 @@ def _read_layer(
             attachment.signed_data = signatures.pae(envelope.payload_type, envelope.payload)
             attachment.signatures = [base64.b64encode(sig).decode() for _, sig in envelope.signatures]
     return attachment, document
+
+
+def _keep_certificate(attachment: Attachment, pem: str) -> None:
+    """A keyless signature's certificate and the identity it names, shown, never trusted."""
+    if not pem:
+        return
+    attachment.certificate = pem[:64 * 1024]
+    try:
+        signer = signatures.keyless_signer(pem)
+    except ValueError as error:
+        attachment.signature_reason = f"Unreadable keyless certificate: {error}"
+        return
+    attachment.signer, attachment.signer_issuer = signer.identity, signer.issuer
 
 
 def _attachment(candidate: Candidate, index: int, layer: Descriptor | None, document: Document) -> Attachment:
@@ -311,11 +325,12 @@ def verdict(attachment: Attachment, keys: list[signatures.TrustedKey], names: se
             results.append(Verdict(Status.INVALID, reason="The signature is not base64"))
             continue
         if attachment.kind == Kind.SIGNATURE:
-            results.append(
-                signatures.check_simple_signing(
-                    data, signature, keys, digest=attachment.subject_digest, references=names
-                )
+            result = signatures.check_simple_signing(
+                data, signature, keys, digest=attachment.subject_digest, references=names
             )
+            if result.status == Status.UNVERIFIED and attachment.certificate:
+                result = _keyless_verdict(attachment, data, signature, names)
+            results.append(result)
         elif (key := signatures.signing_key(keys, data, signature)) is None:
             results.append(Verdict(Status.UNVERIFIED, reason="No trusted key checks this envelope"))
         elif not attachment.about_subject:
@@ -323,6 +338,23 @@ def verdict(attachment: Attachment, keys: list[signatures.TrustedKey], names: se
         else:
             results.append(Verdict(Status.VERIFIED, key.name, "Signed statement about this digest"))
     return signatures.strongest(results)
+
+
+def _keyless_verdict(attachment: Attachment, data: bytes, signature: bytes, names: set[str]) -> Verdict:
+    """A keyless signature checked against its own certificate's key: at best "not verified
+    (keyless)", since no trust root says the certificate is Fulcio's."""
+    try:
+        signer = signatures.keyless_signer(attachment.certificate)
+    except ValueError as error:
+        return Verdict(Status.UNVERIFIED, reason=f"Unreadable keyless certificate: {error}")
+    own_key = [signatures.TrustedKey("keyless", signer.public_key)]
+    result = signatures.check_simple_signing(data, signature, own_key, digest=attachment.subject_digest, references=names)
+    if result.status == Status.UNVERIFIED:
+        return Verdict(Status.INVALID, reason="The signature does not check against its own certificate")
+    if result.status == Status.INVALID:
+        return Verdict(Status.INVALID, reason=result.reason)
+    who = f"{signer.identity or 'an unnamed identity'}" + (f", issuer {signer.issuer}" if signer.issuer else "")
+    return Verdict(Status.UNVERIFIED, reason=f"Not verified (keyless): signed by {who}")
 
 
 def summarize(repository: Repository, found: set[Candidate] | None = None) -> None:

@@ -671,6 +671,10 @@ class Attachment(models.Model):
     # kept so a key added later re-checks them without fetching again.
     signed_data = models.BinaryField(null=True, blank=True)
     signatures = models.JSONField(default=list, blank=True, help_text="Base64 signatures over signed_data.")
+    # Sigstore keyless: the Fulcio certificate the signature came with, and whom it names.
+    certificate = models.TextField(blank=True)
+    signer = models.CharField(max_length=300, blank=True)
+    signer_issuer = models.CharField(max_length=300, blank=True)
     signature_status = models.CharField(max_length=12, default="unsigned")
     signature_key = models.CharField(max_length=100, blank=True)
     signature_reason = models.CharField(max_length=500, blank=True)

@@ -275,3 +275,33 @@ def test_a_referrer_pushed_by_oras(registry, pusher, cache, repo_name, tmp_path,
     assert (attachment.via, attachment.format, attachment.scanner) == ("referrer", "Grype JSON", "grype")
     row = security(repo_name, image.digest)
     assert (row.critical, row.high, row.report_id) == (1, 1, attachment.id)
+
+
+def test_keyless_signature_shows_who_signed_and_is_not_verified(
+    registry, pusher, cache, repo_name, trusted, admin_client, settings
+):
+    identity = "https://github.com/team/app/.github/workflows/release.yml@refs/heads/main"
+    key, certificate = sc.keyless_certificate(identity, "https://token.actions.githubusercontent.com")
+    good = pusher.push_image(repo_name, "1.0", unique=f"{repo_name}-1")
+    forged = pusher.push_image(repo_name, "2.0", unique=f"{repo_name}-2")
+    for image, signer in ((good, key), (forged, sc.make_key())):
+        payload = sc.simple_signing_payload(reference(registry, repo_name), image.digest)
+        annotations = {
+            sc.SIGNATURE_ANNOTATION: base64.b64encode(sc.sign(signer, payload)).decode(),
+            "dev.sigstore.cosign/certificate": certificate,
+        }
+        sc.push_cosign(pusher, repo_name, image.digest, "sig", [(sc.SIMPLE_SIGNING, payload, annotations)])
+    sync(cache, repo_name)
+
+    attachment = Attachment.objects.get(subject_digest=good.digest)
+    assert (attachment.signer, attachment.signer_issuer) == (identity, "https://token.actions.githubusercontent.com")
+    assert attachment.signature_status == "unverified"
+    assert attachment.signature_reason == (
+        f"Not verified (keyless): signed by {identity}, issuer https://token.actions.githubusercontent.com"
+    )
+    assert security(repo_name, good.digest).signature_status == "unverified"
+    # Signed by another key than the certificate's: the certificate does not vouch for it.
+    assert security(repo_name, forged.digest).signature_status == "invalid"
+    settings.REGISTRY_URL = registry.url
+    page = admin_client.get(f"/repositories/{repo_name}/-/tags/1.0/").content.decode()
+    assert "not verified (keyless)</span> signed by <code class=\"wrap\">" + identity in page

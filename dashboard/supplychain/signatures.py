@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -141,3 +142,51 @@ def check_envelope(envelope: Envelope, keys: Collection[TrustedKey], *, digest: 
 def strongest(verdicts: Iterable[Verdict]) -> Verdict:
     """A version's status from all its signatures: one verified signature is enough."""
     return min(verdicts, key=lambda verdict: _RANK.index(verdict.status), default=UNSIGNED)
+
+
+# Sigstore keyless: a short-lived Fulcio certificate instead of a key. Checking it needs the
+# Fulcio roots and Rekor's log, which the dashboard has no trust root for: such a signature
+# is at best "not verified (keyless)", with the identity the certificate names.
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+_FULCIO_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw UTF-8
+_FULCIO_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # DER UTF8String
+
+
+@dataclass(frozen=True)
+class KeylessSigner:
+    identity: str  # the certificate's email or URI (a CI workflow)
+    issuer: str  # the OIDC issuer that vouched for it
+    public_key: PublicKey
+
+
+def keyless_signer(pem: str) -> KeylessSigner:
+    """Who a keyless certificate names; ValueError when it is not a certificate we can read."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        public_key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise ValueError("Not a PEM certificate") from error
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        raise ValueError("The certificate's key is of a kind the dashboard does not check")
+    identity = ""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        found = names.get_values_for_type(x509.RFC822Name) + names.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
+        identity = found[0] if found else ""
+    except x509.ExtensionNotFound:
+        pass
+    return KeylessSigner(identity[:300], _issuer(certificate)[:300], public_key)
+
+
+def _issuer(certificate: x509.Certificate) -> str:
+    for oid in (_FULCIO_ISSUER_V2, _FULCIO_ISSUER_V1):
+        try:
+            raw = certificate.extensions.get_extension_for_oid(oid).value.value
+        except x509.ExtensionNotFound:
+            continue
+        if oid == _FULCIO_ISSUER_V2 and len(raw) > 2 and raw[0] == 0x0C and raw[1] < 0x80:
+            raw = raw[2 : 2 + raw[1]]  # a short DER UTF8String: tag, length, bytes
+        return raw.decode("utf-8", errors="replace")
+    return ""

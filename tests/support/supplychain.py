@@ -417,3 +417,31 @@ def push_buildkit_index(pusher, repository: str, tag: str, statements: dict[str,
         )
     raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
     return {"index": pusher.push_raw_manifest(repository, tag, raw, OCI_INDEX), "images": images}
+
+
+def keyless_certificate(identity: str, issuer: str) -> tuple[PrivateKey, str]:
+    """A key and a certificate shaped like Fulcio's: the identity in the SAN (a workflow URI),
+    the OIDC issuer in Sigstore's extension 1.3.6.1.4.1.57264.1.1. Self-signed: no trust root."""
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    key = make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.dev")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(minutes=10))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
+        .add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1"), issuer.encode()), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate.public_bytes(serialization.Encoding.PEM).decode()
