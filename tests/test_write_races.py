@@ -170,8 +170,9 @@ def replay(log: list[Seen], actions: list[Action]) -> Replay:
             elif write.before != action.digest:
                 what = f"#{index} {action.kind}: {write.reference} was on {write.before}, shown on {action.digest}"
                 (result.window if model.moved_unseen(write.repository, write.reference) else result.wrong).append(what)
-            if action.kind == "restore":
-                result.written.add(number)
+            # A tombstone PUT is the tag delete's write: the tag has left its digest. (Another
+            # client may delete the tombstone before the dashboard does.)
+            result.written.add(number)
             continue
         allowed = {action.tag} if write.reference in tombstones else set(action.shown)
         if write.reference not in tombstones and (action.kind != "delete_version" or write.reference != action.digest):
