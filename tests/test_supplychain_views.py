@@ -161,6 +161,8 @@ def test_attached_artifacts_are_folded_under_their_versions(client, people: Peop
     page = text(folded)
     assert "4 tags · 5 signature, attestation or SBOM tags folded under their versions: show them" in page
     assert "3 attached" in page  # 1.0: its signature, attestation and SBOM
+    searched = client.get(url, {"q": "sha256"}).content.decode()
+    assert 'class="tag-link"' not in searched and "Only attached artifacts here." in searched
     listed = client.get(url, {"attached": "1"})
     names = re.findall(r'class="tag-link" href="[^"]+"[^>]*>([^<]+)</a>', listed.content.decode())
     assert len(names) == 9 and sum(name.startswith("sha256-") for name in names) == 5
