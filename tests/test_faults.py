@@ -186,17 +186,25 @@ def test_rate_limiting_is_retried_then_raises_rate_limited(
     assert proxy.count("GET", TAGS) == 2
 
 
-def test_a_plain_500_is_not_retried(proxy: FaultProxy, image: PushedImage) -> None:
+def test_a_500_on_a_read_is_retried(proxy: FaultProxy, image: PushedImage) -> None:
     client = client_via(proxy)
+    proxy.set_fault(Fault("status", status=500, times=1))
+
+    assert client.get_manifest(image.repository, "latest").digest == image.digest
+    assert proxy.count("GET") == 2
+
+
+def test_a_lasting_500_ends_as_unavailable_after_the_retries(proxy: FaultProxy, image: PushedImage) -> None:
+    client = client_via(proxy, retries=2)
     proxy.set_fault(Fault("status", status=500))
 
     with pytest.raises(Unavailable):
         client.get_manifest(image.repository, "latest")
 
-    assert proxy.count("GET") == 1
+    assert proxy.count("GET") == 3
 
 
-@pytest.mark.parametrize("status", [429, 502, 503])
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_writes_are_never_retried(
     proxy: FaultProxy, image: PushedImage, upstream_pusher: ImagePusher, status: int
 ) -> None:

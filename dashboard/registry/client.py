@@ -193,7 +193,9 @@ class RegistryClient:
         retry = _CappedRetry(
             total=retries,
             backoff_factor=0.25,
-            status_forcelist=(429, 502, 503, 504),
+            # 500 too: Distribution 2.8 answers it to a read of a tag link that another client
+            # is writing in the same repository (seen as a HEAD failing during a push).
+            status_forcelist=(429, 500, 502, 503, 504),
             # Status and read-error retries only for idempotent methods. urllib3 also retries
             # failed connects for every method, which is safe: nothing was sent yet.
             allowed_methods=frozenset({"GET", "HEAD"}),
