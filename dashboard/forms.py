@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django import forms
 from django.db.models import F, OrderBy
+
+from dashboard.storage import Usage
 
 PAGE_SIZE = 50
 
@@ -127,5 +132,5 @@ class StorageQuery(_SortedQuery):
         ],
     )
 
-    def sort_key(self):
+    def sort_key(self) -> Callable[[Usage], Any]:
         return STORAGE_ORDERINGS[self.current_sort]

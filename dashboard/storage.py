@@ -42,7 +42,9 @@ def blobs_of(digest: str, fields: Mapping[str, Any]) -> dict[str, tuple[int, str
     return blobs
 
 
-def blob_rows(manifest_id: int, digest: str, fields: Mapping[str, Any], model=ManifestBlob) -> list[ManifestBlob]:
+def blob_rows(
+    manifest_id: int, digest: str, fields: Mapping[str, Any], model: type[ManifestBlob] = ManifestBlob
+) -> list[ManifestBlob]:
     """Unsaved ManifestBlob rows of one manifest (`model`: the historical model in a migration)."""
     return [
         model(manifest_id=manifest_id, digest=blob, size=size, kind=kind)
