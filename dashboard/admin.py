@@ -1,6 +1,5 @@
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
-from django.db.models import Count
 
 from dashboard import audit, models, retention
 
@@ -76,13 +75,7 @@ class RemovedRepositoryAdmin(ReadOnlyAdmin):
     ordering = ["-removed_at"]
 
     def get_queryset(self, request):
-        return (
-            self.model.with_removed.filter(removed_at__isnull=False)
-            .select_related("registry")
-            .annotate(
-                pin_count=Count("pins", distinct=True), history_count=Count("tag_history", distinct=True)
-            )
-        )
+        return self.model.with_kept_rows()
 
     @admin.display(description="pins kept", ordering="pin_count")
     def pins(self, obj) -> int:

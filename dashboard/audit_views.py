@@ -1,4 +1,5 @@
-"""The audit log page, its CSV export, and the access page that explains who may do what."""
+"""The audit log page, its CSV export, the access page that explains who may do what, and the
+admins' list of repositories that left the catalog."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 from dashboard.access import default_role, is_admin, signed_in
 from dashboard.audit import entries_visible_to
 from dashboard.forms import QueryForm
-from dashboard.models import AccessRule, AuditEntry, Role, normalize_pattern
+from dashboard.models import AccessRule, AuditEntry, RemovedRepository, Role, normalize_pattern
 from dashboard.rendering import bad_query, page_or_results
 
 PAGE_SIZE = 50
@@ -183,9 +184,9 @@ def access_rules(request: HttpRequest) -> HttpResponse:
     return _access_page(request)
 
 
-def _require_admin(request: HttpRequest) -> None:
+def _require_admin(request: HttpRequest, what: str = "Managing access rules") -> None:
     if not is_admin(request.user):
-        raise PermissionDenied("Managing access rules needs the admin role on every repository (*).")
+        raise PermissionDenied(f"{what} needs the admin role on every repository (*).")
 
 
 @require_POST
@@ -208,3 +209,12 @@ def access_rule_delete(request: HttpRequest, pk: int) -> HttpResponse:
     rule.delete()
     messages.success(request, f"Removed rule {rule}.")
     return redirect("dashboard:access")
+
+
+@require_safe
+@signed_in
+def removed_repositories(request: HttpRequest) -> HttpResponse:
+    """Repositories that left the registry's catalog, kept with their pins and tag history until
+    the name comes back. Admins only: the names may be ones other users may not see."""
+    _require_admin(request, "The list of removed repositories")
+    return render(request, "dashboard/removed_repositories.html", {"repositories": RemovedRepository.with_kept_rows()})

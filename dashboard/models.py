@@ -104,6 +104,16 @@ class RemovedRepository(Repository):
         verbose_name = "removed repository"
         verbose_name_plural = "removed repositories"
 
+    @classmethod
+    def with_kept_rows(cls) -> models.QuerySet:
+        """Removed repositories, last removed first, with how many pins and history rows each keeps."""
+        return (
+            cls.with_removed.filter(removed_at__isnull=False)
+            .select_related("registry")
+            .annotate(pin_count=models.Count("pins", distinct=True), history_count=models.Count("tag_history", distinct=True))
+            .order_by("-removed_at")
+        )
+
 
 def namespace_of(repository_name: str) -> str:
     """`team-a/svc/api` -> `team-a/svc`; a flat name has no namespace."""

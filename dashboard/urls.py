@@ -46,6 +46,7 @@ urlpatterns = [
     path("access/", audit_views.access_rules, name="access"),
     path("access/rules/", audit_views.access_rule_add, name="access-rule-add"),
     path("access/rules/<int:pk>/delete/", audit_views.access_rule_delete, name="access-rule-delete"),
+    path("access/removed-repositories/", audit_views.removed_repositories, name="removed-repositories"),
     path("pins/", rollback_views.pins, name="pins"),
     path("packages/", supply_views.package_search, name="package-search"),
     path("retention/", deletion_views.retention_policies, name="retention"),

@@ -112,6 +112,7 @@ def _demo_pages(story: demo.Story) -> list[str]:
         "/storage/growth/",
         "/audit/",
         "/access/",
+        "/access/removed-repositories/",
         "/account/api-tokens/",
         "/accounts/password_change/",
     ]

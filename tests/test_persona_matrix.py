@@ -293,6 +293,7 @@ ROUTES: dict[str, Route] = {
     "dashboard:audit": Route({"GET": Call()}, target="audit-results"),
     "dashboard:audit-export": Route({"GET": Call()}, fragment=True),
     "dashboard:access": Route({"GET": Call()}),
+    "dashboard:removed-repositories": Route({"GET": Call(ADMIN_ANYWHERE)}),
     "dashboard:access-rule-add": Route(
         {
             "POST": Call(
@@ -498,7 +499,8 @@ def test_the_admin_persona_does_see_the_hidden_repository(world: World):
 def test_a_removed_repository_is_gone_for_every_persona(world: World):
     """A repository that left the catalog keeps its rows (its pin here) but is a 404 on every
     repository route and named on no other page, for admins too. The one exception is the
-    status of a sync of it, which says to those who may see the name that it is gone."""
+    status of a sync of it, which says to those who may see the name that it is gone, and the
+    admins' list of removed repositories, which names it to admins only."""
     problems = []
     with transaction.atomic():
         assert Repository.objects.filter(name=VISIBLE).update(removed_at=timezone.now()) == 1
@@ -506,7 +508,8 @@ def test_a_removed_repository_is_gone_for_every_persona(world: World):
             client = client_for_persona(world, persona)
             for name, route in sorted(ROUTES.items()):
                 for method, repository, htmx in cases(route, persona):
-                    if repository == HIDDEN or name == "dashboard:task-status":
+                    # The admins' list of removed repositories is where their names are meant to be.
+                    if repository == HIDDEN or name in ("dashboard:task-status", "dashboard:removed-repositories"):
                         continue
                     with transaction.atomic():
                         response = request(client, world, name, method, persona, repository, htmx)

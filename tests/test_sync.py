@@ -26,7 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone as django_timezone
 
-from dashboard.models import Manifest, Pin, Registry, Repository, Tag, TagHistory
+from dashboard.models import Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registry import RegistryClient, Unavailable
 from dashboard.registry.mediatypes import TOMBSTONE_ARTIFACT_TYPE
 from dashboard import notifications, sync
@@ -616,12 +616,36 @@ def test_a_repository_gone_from_the_catalog_is_removed_keeping_its_pins_and_hist
     ]
 
 
-def test_admins_see_removed_repositories_with_what_they_keep_in_the_django_admin(cache):
+def removed_with_pin_and_history(cache: Registry) -> Repository:
+    """`gone/api` removed with one pin and two history rows kept, beside the listed `listed/api`."""
     removed = Repository.objects.create(registry=cache, name="gone/api", removed_at=CREATED)
     Repository.objects.create(registry=cache, name="listed/api")
     Pin.objects.create(repository=removed, digest="sha256:" + "4" * 64, reason="production")
     for tag in ("1.0", "latest"):
         TagHistory.objects.create(repository=removed, tag=tag, digest="sha256:" + "4" * 64, until=CREATED)
+    return removed
+
+
+def test_dashboard_admins_see_removed_repositories_with_what_they_keep(cache):
+    removed_with_pin_and_history(cache)
+    admin = Client()
+    admin.force_login(make_user("chief", pattern="*", role=Role.ADMIN))  # not staff
+    maintainer = Client()
+    maintainer.force_login(make_user("lead", pattern="*", role=Role.MAINTAINER))
+    url = reverse("dashboard:removed-repositories")
+
+    page = admin.get(url).content.decode()
+    refused = maintainer.get(url)
+
+    row = page[page.index("gone/api") :].split("</tr>")[0]
+    assert re.findall(r'<td class="num">(\d+)</td>', row) == ["1", "2"]
+    assert "listed/api" not in page
+    assert refused.status_code == 403 and "gone/api" not in refused.content.decode()
+    assert url in admin.get(reverse("dashboard:access")).content.decode()
+
+
+def test_admins_see_removed_repositories_with_what_they_keep_in_the_django_admin(cache):
+    removed_with_pin_and_history(cache)
     browser = Client()
     browser.force_login(make_user("boss", superuser=True))
 

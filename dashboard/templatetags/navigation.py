@@ -33,7 +33,7 @@ SECTIONS: list[tuple[str, str, Callable[[AnyUser], bool], set[str]]] = [
     ("retention", "Retention", maintains_any, {"retention-new", "retention-edit", "retention-preview", "retention-apply"}),
     ("storage", "Storage", _signed_in, {"storage-growth"}),
     ("audit", "Audit log", _signed_in, set()),
-    ("access", "Access", _signed_in, set()),
+    ("access", "Access", _signed_in, {"removed-repositories"}),
 ]
 
 
