@@ -573,12 +573,6 @@ def last_gc() -> AuditEntry | None:
     return _gc_marks().first()
 
 
-def _pending(registry_id: int):
-    """Versions deleted since the last recorded garbage collection."""
-    since = _gc_marks().order_by("-created_at").values_list("created_at", flat=True).first()
-    return DeletedVersion.objects.filter(registry_id=registry_id, deleted_at__gt=since or NEVER)
-
-
 @dataclass
 class PendingGC:
     """Versions deleted through the dashboard since garbage collection last ran (as recorded),
@@ -591,17 +585,20 @@ class PendingGC:
 
 
 def pending_gc(registry: Registry, visible: Q | None) -> PendingGC:
-    """For the storage page; `visible` filters the repositories the user may see (None: all)."""
-    pending = _pending(registry.pk)
+    """For the storage page; `visible` filters the repositories the user may see (None: all).
+    Two queries: the totals are summed from the rows per repository."""
+    since = last_gc()
+    pending = DeletedVersion.objects.filter(
+        registry_id=registry.pk, deleted_at__gt=since.created_at if since else NEVER
+    )
     if visible is not None:
         pending = pending.filter(visible)
-    totals = pending.aggregate(versions=Count("id"), bytes=Sum("freed_bytes"))
     rows = list(
         pending.values("repository")
         .annotate(versions=Count("id"), bytes=Sum("freed_bytes"))
         .order_by("-bytes", "repository")
     )
-    return PendingGC(last_gc(), totals["versions"], totals["bytes"] or 0, rows)
+    return PendingGC(since, sum(row["versions"] for row in rows), sum(row["bytes"] for row in rows), rows)
 
 
 def pending_gc_in(repository: Repository) -> tuple[int, int]:
