@@ -161,7 +161,14 @@ class Manifest(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "digest"], name="unique_manifest_digest")]
-        indexes = [models.Index(fields=["repository", "created"])]
+        indexes = [
+            models.Index(fields=["repository", "created"]),
+            # Few rows, read by the storage figures' state query on every /storage/ request: a
+            # scan of the manifests (and their raw bytes) took 1.4 ms of it at 2,000 manifests.
+            models.Index(
+                fields=["missing_since"], condition=models.Q(missing_since__isnull=False), name="missing_manifests"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.repository.name}@{self.digest}"
