@@ -36,9 +36,9 @@ from tests.support.registry_server import start_registry
 
 pytestmark = pytest.mark.django_db
 
-# Session, user, registry, the state and the four aggregates, pending garbage collection (four);
+# Session, user, registry, the state and the four aggregates, pending garbage collection (two);
 # the API has its token lookups instead; the growth page its samples, deletes and retention runs.
-STORAGE_QUERY_BOUND = 12
+STORAGE_QUERY_BOUND = 10
 
 
 @pytest.fixture(autouse=True)
