@@ -18,7 +18,7 @@ CATALOG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
     "pushed": (F("last_pushed_at").desc(nulls_last=True), "name"),
     "size": ("-total_size", "name"),
     "tags": ("-tag_count", "name"),
-    # Not a column: the catalog view orders by storage.by_exclusive instead.
+    # Not a database column: the catalog view orders by storage.by_exclusive instead.
     "exclusive": ("name",),
 }
 TAG_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {

@@ -89,6 +89,9 @@ class Overview:
     shared_blobs: list[SharedBlob]
     complete: bool
 
+    def usage_by_name(self) -> dict[str, Usage]:
+        return {usage.name: usage for usage in self.repositories}
+
 
 SHARED_BLOBS_SHOWN = 20
 # Figures computed lately, by state and visibility, in this process (kept as objects: unpickling
@@ -227,11 +230,16 @@ def _repository_rows(registry: Registry, ids: str, ids_params: list) -> list[tup
     )
 
 
-def by_exclusive(user: AnyUser, registry: Registry, repositories: QuerySet[Repository]) -> list[int]:
-    """Ids of `repositories` (some the user may see), most exclusive bytes first: the catalog's sort."""
-    exclusive = {usage.name: usage.exclusive for usage in overview(user, registry).repositories}
+def by_exclusive(usage: Mapping[str, Usage], repositories: QuerySet[Repository]) -> list[int]:
+    """Ids of `repositories`, most exclusive bytes first (`usage`: the overview's figures by
+    repository name): the catalog's sort."""
     rows = repositories.order_by().values_list("id", "name")
-    return [pk for pk, name in sorted(rows, key=lambda row: (-exclusive.get(row[1], 0), row[1]))]
+
+    def exclusive(name: str) -> int:
+        found = usage.get(name)
+        return found.exclusive if found else 0
+
+    return [pk for pk, name in sorted(rows, key=lambda row: (-exclusive(row[1]), row[1]))]
 
 
 def _shared_blobs(uses: str, uses_params: list, visible: str, visible_params: list) -> list[SharedBlob]:

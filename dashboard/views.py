@@ -56,9 +56,11 @@ def _refresh_params(request: HttpRequest) -> QueryDict:
 def _catalog_context(request: HttpRequest, registry: Registry, query: CatalogQuery) -> dict:
     visible = visible_repositories(request.user, registry)
     repositories = browse.filter_repositories(visible, query)
+    # Exclusive and shared bytes are aggregates over every repository's blobs, not columns:
+    # the storage figures, computed once per change of the cache rows.
+    usage = storage.overview(request.user, registry).usage_by_name()
     if query.current_sort == "exclusive":
-        # Exclusive bytes are an aggregate over every repository's blobs, not a column.
-        page = _paginate(storage.by_exclusive(request.user, registry, repositories), query)
+        page = _paginate(storage.by_exclusive(usage, repositories), query)
         rows = Repository.objects.in_bulk(page.object_list)
         page.object_list = [rows[pk] for pk in page.object_list]
     else:
@@ -69,6 +71,7 @@ def _catalog_context(request: HttpRequest, registry: Registry, query: CatalogQue
         "query": query,
         "params": query.data,
         "page": page,
+        "usage": usage,
         "namespaces": browse.namespaces(visible),
         "filtered": bool(query.cleaned_data["q"] or query.cleaned_data["namespace"]),
         "page_url": reverse("dashboard:catalog"),

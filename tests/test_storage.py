@@ -273,11 +273,16 @@ def test_the_repository_page_says_what_is_exclusive_and_shared(scene, client, se
     assert "shared with 1 repository</a>" in html
 
 
-def test_the_catalog_sorts_by_exclusive_size(scene, admin_client):
+def test_the_catalog_sorts_by_exclusive_size_and_shows_exclusive_and_shared_bytes(scene, admin_client):
     page = admin_client.get(reverse("dashboard:catalog"), {"sort": "exclusive"})
     names = [repository.name for repository in page.context["page"].object_list]
     usages = expected(scene)
     assert names == sorted(usages, key=lambda name: (-usages[name].exclusive, name))
+    html = page.content.decode()
+    for name in names:
+        row = html[html.index(f'href="{reverse("dashboard:repository", args=[name])}"') :].split("</tr>")[0]
+        exclusive, shared = (f'title="{value:,} bytes"' for value in (usages[name].exclusive, usages[name].shared))
+        assert row.index(exclusive) < row.index(shared), name
 
 
 def test_the_api_reports_only_what_the_tokens_user_may_see(scene, settings):

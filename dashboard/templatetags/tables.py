@@ -7,13 +7,14 @@ fraction. Everything that came from the registry goes through escape() here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from django import template
 from django.utils.safestring import SafeString
 
 from dashboard.browse import TagRow, repository_links
 from dashboard.models import Repository
+from dashboard.storage import Usage
 from dashboard.templatetags.delete_tags import TableControls
 from dashboard.templatetags.display import basename, digest, escape, kind_badges, size, tag_links, when
 from dashboard.templatetags.supply_tags import security_badges
@@ -72,13 +73,18 @@ def tag_row(row: TagRow, delete: TableControls) -> SafeString:
 
 
 @register.simple_tag
-def repository_rows(repositories: Iterable[Repository]) -> SafeString:
-    """The `<tr>`s of the catalog table."""
+def repository_rows(repositories: Iterable[Repository], usage: Mapping[str, Usage]) -> SafeString:
+    """The `<tr>`s of the catalog table; `usage`: the storage figures by repository name."""
     url_of = repository_links()
-    return SafeString("".join(_repository_row(repository, url_of(repository.name)) for repository in repositories))
+    return SafeString(
+        "".join(
+            _repository_row(repository, url_of(repository.name), usage.get(repository.name))
+            for repository in repositories
+        )
+    )
 
 
-def _repository_row(repository: Repository, url: str) -> str:
+def _repository_row(repository: Repository, url: str, usage: Usage | None) -> str:
     namespace = f'<span class="namespace">{escape(repository.namespace)}/</span>' if repository.namespace else ""
     name = f'<a class="repo-link" href="{escape(url)}">{namespace}{escape(basename(repository.name))}</a>'
     if repository.last_sync_error:
@@ -86,5 +92,7 @@ def _repository_row(repository: Repository, url: str) -> str:
     tags = '<span class="muted">none</span>' if repository.is_empty else str(repository.tag_count)
     return (
         f'<tr><td class="name-cell">{name}</td><td class="num">{tags}</td>'
-        f'<td class="num">{size(repository.total_size)}</td><td>{when(repository.last_pushed_at)}</td></tr>'
+        f'<td class="num">{size(repository.total_size)}</td>'
+        f'<td class="num">{size(usage.exclusive if usage else 0)}</td><td class="num">{size(usage.shared if usage else 0)}</td>'
+        f"<td>{when(repository.last_pushed_at)}</td></tr>"
     )
