@@ -55,7 +55,10 @@ def story(settings, registry, pusher: ImagePusher, make_repo_name) -> demo.Story
 def test_first_ten_minutes_ops_find_where_production_pointed_and_what_it_can_go_back_to(page: Page, story: demo.Story):
     sign_in(page)
     page.get_by_placeholder("Search repositories…").fill(story.shop)
-    page.locator("#catalog-results").get_by_role("link", name=re.compile(r"website-ecommerce")).click()
+    row = page.locator("#catalog-results tbody tr").filter(has_text="website-ecommerce")
+    # Columns: repository, tags, size, exclusive, shared: the base image's layers are shared.
+    expect(row.locator("td").nth(4)).to_contain_text(re.compile(r"[1-9][\d.]* MB"))
+    row.get_by_role("link", name=re.compile(r"website-ecommerce")).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("website-ecommerce")
     # The base image's layers, shared with node-base, checkout-service and the payments worker.
     expect(page.locator("#repository-facts")).to_contain_text(re.compile(r"[\d.]+ MB shared with 3 repositories"))
