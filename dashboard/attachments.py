@@ -32,7 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.actions import ActionRefused
-from dashboard.models import Attachment, Finding, Manifest, Repository, SbomPackage, Tag, TrustedKey, VersionSecurity
+from dashboard.models import Attachment, Finding, Manifest, Pin, Repository, SbomPackage, Tag, TrustedKey, VersionSecurity
 from dashboard.registries import public_host
 from dashboard.registry import (
     Descriptor,
@@ -659,16 +659,54 @@ def _versions_by_name(listed: list[SbomPackage]) -> dict[str, dict[str, SbomPack
     return by_name
 
 
-def attached_only_to(repository: Repository, digest: str) -> list[Candidate]:
-    """The signatures, attestations, SBOMs and referrers attached to `digest` and to no other
-    version (one copied next to another image stays with it), for deleting them together.
-    BuildKit attestations are platform manifests of the index: deleted as its children."""
+@dataclass(frozen=True)
+class OwnArtifact:
+    """An artifact attached to one version alone, and its tags (they go when it is deleted)."""
+
+    digest: str
+    tags: tuple[str, ...]
+
+
+def names_version(tag: str, digest: str) -> bool:
+    """Whether `tag` is one of the names cosign and the referrers tag schema give what is
+    attached to `digest`: `sha256-<hex>.sig/.att/.sbom`, `sha256-<hex>`."""
+    base = digest.replace(":", "-", 1)
+    return tag == base or (tag.startswith(base) and tag[len(base):] in (".sig", ".att", ".sbom"))
+
+
+def attached_only_to(repository: Repository, digests: Iterable[str]) -> dict[str, list[OwnArtifact]]:
+    """digest -> the signatures, attestations, SBOMs and referrers attached to it and to no
+    other version, for deleting them together, from the cache in four queries. One copied next
+    to another image stays with it; so does one that is pinned or carries a tag that does not
+    name this version (deleting by digest would take that tag along). BuildKit attestations are
+    platform manifests of the index: deleted as its children."""
+    wanted = set(digests)
     found = candidates(repository)
-    elsewhere = {c.digest for c in found if c.subject != digest}
-    mine = [c for c in found if c.subject == digest and c.digest not in elsewhere and c.via != Attachment.Via.BUILDKIT]
-    # The referrers tag schema's index of this digest's referrers goes with them.
-    index = Tag.objects.filter(repository=repository, name=digest.replace(":", "-")).values_list(
-        "manifest__digest", flat=True
-    )
-    mine += [Candidate(found_index, digest, Attachment.Via.REFERRER) for found_index in index]
-    return sorted(mine, key=lambda c: c.digest)
+    subjects: dict[str, set[str]] = defaultdict(set)
+    for candidate in found:
+        subjects[candidate.digest].add(candidate.subject)
+    mine = {
+        (c.digest, c.subject)
+        for c in found
+        if c.subject in wanted and subjects[c.digest] == {c.subject} and c.via != Attachment.Via.BUILDKIT
+    }
+    # The referrers tag schema's index of each digest's referrers goes with them.
+    indexes = {digest.replace(":", "-", 1): digest for digest in wanted}
+    for name, index in Tag.objects.filter(repository=repository, name__in=indexes).values_list(
+        "name", "manifest__digest"
+    ):
+        mine.add((index, indexes[name]))
+    artifacts = {artifact for artifact, _ in mine}
+    pinned = set(Pin.objects.filter(repository=repository, digest__in=artifacts).values_list("digest", flat=True))
+    tags: dict[str, list[str]] = defaultdict(list)
+    for artifact, name in (
+        Tag.objects.filter(repository=repository, manifest__digest__in=artifacts)
+        .order_by("name")
+        .values_list("manifest__digest", "name")
+    ):
+        tags[artifact].append(name)
+    result: dict[str, list[OwnArtifact]] = {digest: [] for digest in wanted}
+    for artifact, subject in sorted(mine):
+        if artifact not in pinned and all(names_version(tag, subject) for tag in tags[artifact]):
+            result[subject].append(OwnArtifact(artifact, tuple(tags[artifact])))
+    return result

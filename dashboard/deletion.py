@@ -34,7 +34,7 @@ from dashboard.actions import (
     current_digest,
     guarded_action,
 )
-from dashboard.attachments import attached_only_to
+from dashboard.attachments import attached_only_to, names_version
 from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
@@ -402,7 +402,9 @@ def delete_version(
         _delete_attachments(client, repository, digest, attachments, deleted, live, context.notes)
         # Before `forget`, which drops the cached manifests this estimate reads.
         deleted.freed_bytes = (
-            freed_bytes if freed_bytes is not None else estimate_freed(repository, [digest, *deleted.children])
+            freed_bytes
+            if freed_bytes is not None
+            else estimate_freed(repository, [digest, *deleted.children, *deleted.attachments])
         )
         DeletedVersion.objects.create(
             registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
@@ -421,11 +423,17 @@ def _delete_attachments(
     live: LiveTags,
     notes: list[str],
 ) -> None:
-    """After the version: delete the attached artifacts asked for that nothing else uses."""
-    alone = {candidate.digest for candidate in attached_only_to(repository, digest)}
+    """After the version: delete the attached artifacts asked for that nothing else uses, in
+    the cache (attached_only_to) and in the registry: a tag pushed onto one since the sync,
+    such as a signature copied next to another version, keeps it."""
+    alone = {artifact.digest for artifact in attached_only_to(repository, [digest])[digest]}
     for artifact in wanted:
         if artifact not in alone:
-            notes.append(f"kept attached artifact {artifact[:100]}: another version uses it, or it is gone")
+            notes.append(f"kept attached artifact {artifact[:100]}: another version uses it, it is pinned, or it is gone")
+            continue
+        foreign = [tag for tag in live.on(artifact) if not names_version(tag, digest)]
+        if foreign:
+            notes.append(f"kept attached artifact {artifact}: {', '.join(foreign)} now point(s) at it")
             continue
         try:
             client.delete_manifest(repository.name, artifact)
@@ -451,6 +459,7 @@ class Outcome:
     digest: str
     outcome: str  # an AuditEntry.Outcome
     message: str = ""
+    untagged: str = ""  # what a row without a tag is: "platform image", "attached artifact"
 
     @property
     def ok(self) -> bool:

@@ -69,6 +69,7 @@ class RetentionPolicyForm(forms.ModelForm):
             "keep_newest",
             "older_than_days",
             "keep_pulled_within_days",
+            "delete_attachments",
             "enabled",
         ]
         help_texts = {
@@ -78,6 +79,8 @@ class RetentionPolicyForm(forms.ModelForm):
             "keep_newest": "Keep the newest N tags the policy covers, by created date.",
             "older_than_days": "Delete only tags created more than D days ago.",
             "keep_pulled_within_days": "Keep tags pulled within X days (when the registry reports pulls).",
+            "delete_attachments": "When a version goes, also delete its signatures, attestations, SBOMs and referrers "
+            "(not those also attached to a version that stays, nor pinned ones). Off: they stay, stored and tagged.",
             "enabled": "Run by `manage.py apply_retention` and “Apply all enabled policies”.",
         }
 
@@ -258,15 +261,9 @@ def _freed_estimate(repository: Repository, manifest: Manifest, orphans: list[de
     return estimate
 
 
-def _attached_rows(repository: Repository, digest: str) -> list[tuple[str, list[str]]]:
+def _attached_rows(repository: Repository, digest: str) -> list[tuple[str, tuple[str, ...]]]:
     """(digest, tags) of what is attached to the version alone: the tags go with them."""
-    alone = [candidate.digest for candidate in attached_only_to(repository, digest)]
-    names = dict.fromkeys(alone, [])
-    for artifact, tag in Tag.objects.filter(repository=repository, manifest__digest__in=alone).values_list(
-        "manifest__digest", "name"
-    ):
-        names[artifact] = [*names[artifact], tag]
-    return list(names.items())
+    return [(artifact.digest, artifact.tags) for artifact in attached_only_to(repository, [digest])[digest]]
 
 
 def _version_deleted_message(deleted: deletion.VersionDeleted) -> str:

@@ -523,6 +523,10 @@ class RetentionPolicy(models.Model):
     tag_include = models.CharField(max_length=255, blank=True, help_text="Only tags matching this regex.")
     tag_exclude = models.CharField(max_length=255, blank=True, help_text="Never tags matching this regex.")
     keep_pulled_within_days = models.PositiveIntegerField(null=True, blank=True)
+    delete_attachments = models.BooleanField(
+        default=False,
+        help_text="When a version goes, also delete the signatures, attestations, SBOMs and referrers attached to it alone.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 

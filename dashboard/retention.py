@@ -14,7 +14,11 @@ result of it, so both see the same set for the same cache. Rules, in order:
    and no enabled policy covering it would keep it.
 
 A version whose every tag goes is deleted by digest (with its orphaned platform images), so
-garbage collection can free its layers; a version that keeps a tag only loses the others.
+garbage collection can free its layers; a version that keeps a tag only loses the others. When
+every policy deleting a version's tags says so (`delete_attachments`), the signatures,
+attestations, SBOMs and referrers attached to that version alone go with it, their tags with
+them, however the policies would judge those tags on their own; a pinned one stays. A tag
+deleted alone leaves them: they belong to the version, which stays.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from django.utils import timezone
 from dashboard import storage
 from dashboard.access import is_admin, role_on, visible_repositories
 from dashboard.actions import ActionRefused
+from dashboard.attachments import OwnArtifact, attached_only_to
 from dashboard.deletion import (
     LiveTags,
     Outcome,
@@ -82,6 +87,8 @@ class RepositoryPlan:
     versions: dict[str, list[str]] = field(default_factory=dict)
     # index digest -> the platform images deleted with it.
     children: dict[str, list[str]] = field(default_factory=dict)
+    # version digest -> what is attached to it alone and deleted with it (delete_attachments).
+    attachments: dict[str, list[OwnArtifact]] = field(default_factory=dict)
     # version digest -> bytes garbage collection frees once it is deleted.
     freed: dict[str, int] = field(default_factory=dict)
     reclaimable_bytes: int = 0
@@ -115,8 +122,9 @@ class Plan:
     def fingerprint(self) -> str:
         """Identifies what applying the plan does, so an apply can refuse when the plan changed
         since the preview the user approved: each tag, its digest, and whether the tag goes
-        alone or its whole version goes by digest; and the platform images deleted with an
-        index. (A tag leaving a shared digest turns "delete this tag" into "delete the version".)"""
+        alone or its whole version goes by digest; the platform images deleted with an index;
+        and the attached artifacts deleted with a version, with their tags. (A tag leaving a
+        shared digest turns "delete this tag" into "delete the version".)"""
         lines = sorted(
             f"{repository.repository.name}\0{decision.tag}\0{decision.digest}\0"
             + ("version" if decision.digest in repository.versions else "tag")
@@ -128,6 +136,12 @@ class Plan:
             for repository in self.repositories
             for index, children in repository.children.items()
             for child in children
+        )
+        lines += sorted(
+            f"{repository.repository.name}\0{version}\0{artifact.digest}\0{','.join(artifact.tags)}"
+            for repository in self.repositories
+            for version, artifacts in repository.attachments.items()
+            for artifact in artifacts
         )
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -194,15 +208,17 @@ def _plan_repository(
     plan = RepositoryPlan(repository)
     verdicts = {policy.pk: _verdicts(policy, tags, now) for policy in guardians}
     run_ids = {policy.pk for policy in run}
+    deleted_by: dict[str, list[RetentionPolicy]] = defaultdict(list)
     for tag in sorted(tags, key=lambda tag: tag.name):
         digest = tag.manifest.digest
         decided = [verdicts[policy.pk][tag.name] for policy in guardians if tag.name in verdicts[policy.pk]]
         keeps = [reason for delete, reason in decided if not delete]
-        deletes = [
-            verdicts[policy.pk][tag.name][1]
+        deleters = [
+            policy
             for policy in guardians
             if policy.pk in run_ids and verdicts[policy.pk].get(tag.name, (False, ""))[0]
         ]
+        deletes = [verdicts[policy.pk][tag.name][1] for policy in deleters]
         if digest in pins:
             reason, goes = pin_summary(pins[digest]), False
         elif keeps:
@@ -215,6 +231,8 @@ def _plan_repository(
             reason, goes = "no policy covers this tag", False
         decision = Decision(tag.name, digest, tag.created, tag.manifest.size, reason)
         (plan.delete if goes else plan.keep).append(decision)
+        if goes:
+            deleted_by[digest].extend(deleters)
     going = defaultdict(list)
     for decision in plan.delete:
         going[decision.digest].append(decision.tag)
@@ -224,7 +242,22 @@ def _plan_repository(
         orphans = [child.digest for child in children if child.orphaned]
         if orphans:
             plan.children[index] = orphans
+    _plan_attachments(plan, [d for d in plan.versions if all(p.delete_attachments for p in deleted_by[d])])
     return plan
+
+
+def _plan_attachments(plan: RepositoryPlan, versions: list[str]) -> None:
+    """What is attached to each of `versions` alone goes with it. One that goes as a version of
+    its own stays there; the tags on those that go leave the lists of tags kept and deleted."""
+    if not versions:
+        return
+    for version, artifacts in attached_only_to(plan.repository, versions).items():
+        going = [artifact for artifact in artifacts if artifact.digest not in plan.versions]
+        if going:
+            plan.attachments[version] = going
+    attached = {artifact.digest for artifacts in plan.attachments.values() for artifact in artifacts}
+    plan.keep = [decision for decision in plan.keep if decision.digest not in attached]
+    plan.delete = [decision for decision in plan.delete if decision.digest not in attached]
 
 
 def describe(policy: RetentionPolicy) -> str:
@@ -240,6 +273,8 @@ def describe(policy: RetentionPolicy) -> str:
         parts.append(f"delete when older than {policy.older_than_days} days")
     if policy.keep_pulled_within_days is not None:
         parts.append(f"keep if pulled within {policy.keep_pulled_within_days} days")
+    if policy.delete_attachments:
+        parts.append("delete what is attached to a deleted version")
     if not policy.enabled:
         parts.append("disabled")
     return ", ".join(parts)
@@ -325,15 +360,14 @@ def plan(
 
 def _estimate(registry: Registry, result: Plan) -> None:
     """Fill in the bytes garbage collection would free after the plan, per deleted version:
-    blobs of the version and its platform images that no remaining manifest in the registry
-    uses (see storage.freed_blobs). A blob two deleted versions share counts once, for the first."""
+    blobs of the version, its platform images and its attachments that no remaining manifest in
+    the registry uses (see storage.freed_blobs). A blob two deleted versions share counts once,
+    for the first."""
     removed_keys = {
         (repository.repository.pk, digest)
         for repository in result.repositories
-        for digest in [
-            *repository.versions,
-            *(child for children in repository.children.values() for child in children),
-        ]
+        for version in repository.versions
+        for digest in _removed_with(repository, version)
     }
     if not removed_keys:
         return
@@ -349,12 +383,18 @@ def _estimate(registry: Registry, result: Plan) -> None:
     for repository in result.repositories:
         pk = repository.repository.pk
         for digest in repository.versions:
-            keys = [(pk, digest), *((pk, child) for child in repository.children.get(digest, []))]
+            keys = [(pk, removed) for removed in _removed_with(repository, digest)]
             freed = {blob: size for key in keys if key in ids for blob, size in freed_by.get(ids[key], {}).items()}
             repository.freed[digest] = sum(size for blob, size in freed.items() if blob not in counted)
             counted |= freed.keys()
         repository.reclaimable_bytes = sum(repository.freed.values())
     result.reclaimable_bytes = sum(repository.reclaimable_bytes for repository in result.repositories)
+
+
+def _removed_with(repository: RepositoryPlan, version: str) -> list[str]:
+    """The manifests deleting `version` deletes: it, its platform images, its attachments."""
+    attached = [artifact.digest for artifact in repository.attachments.get(version, [])]
+    return [version, *repository.children.get(version, []), *attached]
 
 
 # Applying -----------------------------------------------------------------------------------
@@ -365,7 +405,8 @@ def apply(
 ) -> dict[str, list[Outcome]]:
     """Delete what `result` plans, repository by repository: each deletion checks the digest
     guard against the cached digest the plan was computed from, and is audited on its own.
-    Returns repository name -> one outcome per planned tag (and per platform image)."""
+    Returns repository name -> one outcome per planned tag (and per platform image and
+    attached artifact)."""
     outcomes: dict[str, list[Outcome]] = {}
     policies = ", ".join(policy.name for policy in result.policies)
     note = f"retention policy {policies}"
@@ -391,6 +432,7 @@ def apply(
         )
         for digest, tags in repository_plan.versions.items():
             children = repository_plan.children.get(digest, [])
+            attached = [artifact.digest for artifact in repository_plan.attachments.get(digest, [])]
             try:
                 deleted = delete_version(
                     request,
@@ -399,6 +441,7 @@ def apply(
                     digest,
                     tags,
                     children=children,
+                    attachments=attached,
                     client=client,
                     live=live,
                     action=RETENTION_DELETE_VERSION,
@@ -410,7 +453,20 @@ def apply(
                 continue
             done.extend(Outcome(tag, digest, AuditEntry.Outcome.OK, "deleted with its version") for tag in tags)
             done.extend(
-                Outcome("", child, AuditEntry.Outcome.OK, f"platform image of {digest}") for child in deleted.children
+                Outcome("", child, AuditEntry.Outcome.OK, f"platform image of {digest}", "platform image")
+                for child in deleted.children
+            )
+            done.extend(
+                Outcome("", artifact, AuditEntry.Outcome.OK, f"attached to {digest}", "attached artifact")
+                if artifact in deleted.attachments
+                else Outcome(
+                    "",
+                    artifact,
+                    AuditEntry.Outcome.REFUSED,
+                    f"attached to {digest}; kept, something else uses it now (see the audit log)",
+                    "attached artifact",
+                )
+                for artifact in attached
             )
     return outcomes
 

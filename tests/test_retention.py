@@ -4,6 +4,7 @@ guard, pins, the command, and the pages, against a real registry."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -20,6 +21,7 @@ from dashboard.registries import configured_registry
 from tests.personas import make_user
 from tests.rollback_support import Dashboard, People, dashboard, people, proxied, proxy  # noqa: F401 (fixtures)
 from tests.support.fault_proxy import FaultProxy
+from tests.support import supplychain as sc
 from tests.support.images import ImagePusher, PushedImage
 
 pytestmark = pytest.mark.django_db
@@ -282,6 +284,191 @@ def test_the_command_applies_as_system(old_and_new, pusher):
     assert (entry.username, entry.user, entry.outcome) == ("system", None, "ok")
 
 
+# Attachments --------------------------------------------------------------------------------
+
+
+@dataclass
+class Signed:
+    """A repository with an old version carrying its own signature, attestation and referrer
+    (with the referrers tag schema's index), and a new version."""
+
+    repo: str
+    old: PushedImage
+    new: PushedImage
+    signature: str
+    attestation: str
+    referrer: str
+    index: str
+
+    @property
+    def attached(self) -> list[str]:
+        return sorted([self.signature, self.attestation, self.referrer, self.index])
+
+    def tag_of(self, suffix: str, image: PushedImage | None = None) -> str:
+        return f"sha256-{(image or self.old).digest[7:]}{suffix}"
+
+
+def attach(dashboard: Dashboard, pusher: ImagePusher, repo: str, image: PushedImage) -> tuple[str, str, str, str]:
+    """A cosign signature and attestation, and an SBOM referrer, on `image`: (signature,
+    attestation, referrer, referrers index)."""
+    key = sc.make_key()
+    signature = sc.push_signature(pusher, repo, image.digest, key, f"{dashboard.server.host}/{repo}")
+    attestation = sc.push_attestation(pusher, repo, image.digest, sc.statement(image.digest, "https://example.com/p", {}), key)
+    referrer = sc.push_referrer(pusher, repo, image, "application/vnd.cyclonedx+json", sc.cyclonedx_sbom([("a", "1")]))
+    return signature, attestation, referrer, pusher.head_digest(repo, image.digest.replace(":", "-"))
+
+
+@pytest.fixture
+def signed(dashboard, pusher, repo_name) -> Signed:
+    now = timezone.now()
+    old = release(pusher, repo_name, ["1.0"], 100, now=now)
+    new = release(pusher, repo_name, ["2.0"], 1, now=now)
+    signed = Signed(repo_name, old, new, *attach(dashboard, pusher, repo_name, old))
+    dashboard.sync(repo_name)
+    return signed
+
+
+def copy_manifest(pusher: ImagePusher, repo: str, digest: str, tag: str) -> None:
+    """Another client copies a manifest under another tag (as `cosign copy` or a retag does)."""
+    raw = pusher.session.get(f"{pusher.base_url}/v2/{repo}/manifests/{digest}", headers={"Accept": sc.OCI_MANIFEST}).content
+    pusher.push_raw_manifest(repo, tag, raw, sc.OCI_MANIFEST)
+
+
+def test_a_policy_deleting_attachments_takes_what_is_attached_to_a_deleted_version_alone(
+    dashboard, people, pusher, signed: Signed
+):
+    repo, now = signed.repo, timezone.now()
+    # 0.9 goes too, but its signature was copied next to 2.0, which stays: the signature stays.
+    older = release(pusher, repo, ["0.9"], 120, now=now)
+    shared = sc.push_signature(pusher, repo, older.digest, sc.make_key(), f"{dashboard.server.host}/{repo}")
+    copy_manifest(pusher, repo, shared, signed.tag_of(".sig", signed.new))
+    # build-5 goes alone: stable keeps its version, and so its signature.
+    kept_version = release(pusher, repo, ["build-5", "stable"], 100, now=now)
+    kept_signature = sc.push_signature(pusher, repo, kept_version.digest, sc.make_key(), f"{dashboard.server.host}/{repo}")
+    dashboard.sync(repo)
+    policy(tag_exclude="stable", older_than_days=30, delete_attachments=True)
+
+    result = plan_for(dashboard, repo, now=now)
+    [repository_plan] = result.repositories
+    assert set(repository_plan.versions) == {signed.old.digest, older.digest}
+    assert {v: [a.digest for a in artifacts] for v, artifacts in repository_plan.attachments.items()} == {
+        signed.old.digest: signed.attached
+    }
+    by_digest = {a.digest: a.tags for a in repository_plan.attachments[signed.old.digest]}
+    assert by_digest[signed.signature] == (signed.tag_of(".sig"),) and by_digest[signed.index] == (signed.tag_of(""),)
+    assert by_digest[signed.referrer] == ()
+    # Their tags are neither kept nor deleted as tags: they go with the version.
+    assert not {signed.tag_of(".sig"), signed.tag_of(".att"), signed.tag_of("")} & (set(kept(result)) | set(planned(result)))
+
+    outcomes = retention.apply(None, people.maintainer, result)
+
+    assert {(o.untagged, o.digest): o.outcome for o in outcomes[repo] if o.untagged} == {
+        ("attached artifact", artifact): "ok" for artifact in signed.attached
+    }
+    for gone in (signed.old.digest, older.digest, *signed.attached):
+        assert pusher.head_digest(repo, gone) is None
+    assert pusher.tags(repo) == sorted(
+        [
+            "2.0",
+            "stable",
+            signed.tag_of(".sig", older),
+            signed.tag_of(".sig", signed.new),
+            signed.tag_of(".sig", kept_version),
+        ]
+    )
+    assert pusher.head_digest(repo, signed.tag_of(".sig", signed.new)) == shared
+    assert pusher.head_digest(repo, kept_signature) == kept_signature
+    entry = AuditEntry.objects.get(repository=repo, action="retention_delete_version", digest_before=signed.old.digest)
+    assert f"attached artifacts deleted: {', '.join(signed.attached)}" in entry.reason
+    assert not Repository.objects.get(name=repo).manifests.filter(digest__in=signed.attached).exists()
+
+
+def test_without_the_option_what_is_attached_stays(dashboard, people, pusher, signed: Signed):
+    policy(older_than_days=30)
+
+    result = plan_for(dashboard, signed.repo, now=timezone.now())
+    assert result.repositories[0].attachments == {}
+    assert signed.tag_of(".sig") in kept(result)
+    retention.apply(None, people.maintainer, result)
+
+    assert pusher.head_digest(signed.repo, signed.old.digest) is None
+    assert [pusher.head_digest(signed.repo, artifact) for artifact in signed.attached] == signed.attached
+
+
+def test_every_policy_deleting_a_version_must_ask_for_its_attachments(dashboard, pusher, signed: Signed):
+    now = timezone.now()
+    policy("with", older_than_days=30, delete_attachments=True)
+    assert set(plan_for(dashboard, signed.repo, now=now).repositories[0].attachments) == {signed.old.digest}
+    policy("without", older_than_days=60)
+    assert plan_for(dashboard, signed.repo, now=now).repositories[0].attachments == {}
+
+
+def test_a_pinned_attachment_stays(dashboard, people, pusher, signed: Signed):
+    repository = Repository.objects.get(name=signed.repo)
+    rollback.pin_version(None, people.operator, dashboard.registry, repository, digest=signed.attestation, reason="evidence")
+    policy(older_than_days=30, delete_attachments=True)
+
+    result = plan_for(dashboard, signed.repo, now=timezone.now())
+
+    assert signed.attestation not in [a.digest for a in result.repositories[0].attachments[signed.old.digest]]
+    assert "evidence" in kept(result)[signed.tag_of(".att")]
+    retention.apply(None, people.maintainer, result)
+    assert pusher.head_digest(signed.repo, signed.attestation) == signed.attestation
+    assert pusher.head_digest(signed.repo, signed.signature) is None
+
+
+def test_an_attachment_tagged_for_another_version_since_the_sync_stays(dashboard, people, pusher, signed: Signed):
+    policy(older_than_days=30, delete_attachments=True)
+    result = plan_for(dashboard, signed.repo, now=timezone.now())
+    assert [a.digest for a in result.repositories[0].attachments[signed.old.digest]] == signed.attached
+    # After the plan, before the run: the signature is copied next to the version that stays.
+    copy_manifest(pusher, signed.repo, signed.signature, signed.tag_of(".sig", signed.new))
+
+    outcomes = {o.digest: o for o in retention.apply(None, people.maintainer, result)[signed.repo]}
+
+    assert outcomes[signed.signature].outcome == "refused"
+    assert pusher.head_digest(signed.repo, signed.signature) == signed.signature
+    assert pusher.head_digest(signed.repo, signed.attestation) is None
+    entry = AuditEntry.objects.get(repository=signed.repo, action="retention_delete_version")
+    assert f"kept attached artifact {signed.signature}: {signed.tag_of('.sig', signed.new)}" in entry.reason
+
+
+def test_the_command_lists_and_deletes_attachments_as_its_policy_says(pusher, signed: Signed):
+    policy("nightly", older_than_days=30, delete_attachments=True)
+    out = StringIO()
+    call_command("apply_retention", "--dry-run", stdout=out)
+    assert f"delete attached artifact {signed.signature} ({signed.tag_of('.sig')}) of {signed.old.digest}" in out.getvalue()
+
+    out = StringIO()
+    call_command("apply_retention", stdout=out)
+    assert f"ok       {signed.repo}:attached artifact {signed.referrer}: attached to {signed.old.digest}" in out.getvalue()
+    assert pusher.tags(signed.repo) == ["2.0"]
+
+
+def test_the_preview_lists_attachments_and_applying_refuses_when_one_was_added(
+    dashboard, people, pusher, signed: Signed, client
+):
+    policy("nightly", older_than_days=30, delete_attachments=True)
+    client.force_login(people.maintainer)
+    preview = client.get(reverse("dashboard:retention-preview"), {"policy": "nightly"})
+    html = preview.content.decode()
+    assert "what is attached to it alone" in html
+    for name in (signed.tag_of(".sig"), signed.tag_of(".att"), signed.tag_of("")):
+        assert f"<code>{name}</code>" in html
+    # CI attaches an SBOM to the old version (and a sync sees it) after the preview.
+    sbom = sc.push_cosign(pusher, signed.repo, signed.old.digest, "sbom", [("text/spdx+json", sc.spdx_sbom([("b", "2")]), {})])
+    dashboard.sync(signed.repo)
+
+    response = client.post(
+        reverse("dashboard:retention-apply"), {"policy": "nightly", "fingerprint": preview.context["fingerprint"]}
+    )
+
+    assert response.status_code == 409
+    assert sbom in [a.digest for a in response.context["plan"].repositories[0].attachments[signed.old.digest]]
+    assert pusher.head_digest(signed.repo, signed.old.digest) == signed.old.digest
+    assert not AuditEntry.objects.filter(repository=signed.repo).exists()
+
+
 # Pages --------------------------------------------------------------------------------------
 
 
@@ -370,6 +557,13 @@ def test_viewers_plan_nothing_and_only_admins_manage_policies(dashboard, people,
     assert edited.status_code == 302
     change = AuditEntry.objects.filter(action="retention_policy_saved").first().reason
     assert "keep the newest 5 to " in change and change.endswith("keep the newest 9")
+    client.post(
+        reverse("dashboard:retention-edit", args=[weekly.pk]),
+        {"name": "weekly", "repository_pattern": "team-a/*", "keep_newest": 9, "delete_attachments": "on", "enabled": "on"},
+    )
+    change = AuditEntry.objects.filter(action="retention_policy_saved").first().reason
+    assert RetentionPolicy.objects.get(pk=weekly.pk).delete_attachments
+    assert change.endswith("keep the newest 9, delete what is attached to a deleted version")
     assert pusher.tags(repo_name) == ["old"]  # saving a policy deletes nothing
 
 

@@ -111,6 +111,28 @@ def test_the_retention_task_applies_a_policy(settings, registry, pusher, repo_na
     assert pusher.head_digest(repo_name, "1.2") == images[-1].digest
 
 
+@pytest.mark.django_db
+def test_the_retention_task_deletes_attachments_when_its_policy_says_so(settings, registry, pusher, repo_name):
+    from tests.support import supplychain as sc
+
+    settings.REGISTRY_URL = registry.url
+    old, new = (
+        pusher.push_image(repo_name, tags=(f"1.{day}",), created=datetime(2025, 1, day + 1, tzinfo=UTC), unique=str(day))
+        for day in range(2)
+    )
+    signature = sc.push_signature(pusher, repo_name, old.digest, sc.make_key(), f"{registry.host}/{repo_name}")
+    sync_repository_task.enqueue(repo_name)
+    policy = RetentionPolicy.objects.create(
+        name=repo_name, repository_pattern=repo_name, keep_newest=1, delete_attachments=True
+    )
+
+    result = apply_retention_task.enqueue(policy.pk, make_user("retention-admin", superuser=True).pk)
+
+    assert result.status == "SUCCESSFUL", result.errors
+    assert pusher.tags(repo_name) == ["1.1"]
+    assert pusher.head_digest(repo_name, signature) is None and pusher.head_digest(repo_name, "1.1") == new.digest
+
+
 # Committed for real: the worker closes its connection between tasks, which would end the
 # transaction an ordinary test runs in (PostgreSQL).
 @pytest.mark.django_db(transaction=True)

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         outcomes = retention.apply(None, None, plan)
         for name, each in outcomes.items():
             for outcome in each:
-                what = outcome.tag or f"platform image {outcome.digest}"
+                what = outcome.tag or f"{outcome.untagged} {outcome.digest}"
                 detail = f": {outcome.message}" if outcome.message else ""
                 self.stdout.write(f"{outcome.outcome:8} {name}:{what}{detail}")
         counts = retention.summary(outcomes)
@@ -66,6 +66,10 @@ class Command(BaseCommand):
             for index, children in repository.children.items():
                 for child in children:
                     self.stdout.write(f"  delete platform image {child} of {index}")
+            for version, artifacts in repository.attachments.items():
+                for artifact in artifacts:
+                    tags = f" ({', '.join(artifact.tags)})" if artifact.tags else ""
+                    self.stdout.write(f"  delete attached artifact {artifact.digest}{tags} of {version}")
             for reason, decisions in repository.kept_by_reason():
                 self.stdout.write(f"  keep   {', '.join(d.tag for d in decisions)}  {reason}")
         self.stdout.write(
