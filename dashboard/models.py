@@ -144,8 +144,10 @@ class Manifest(models.Model):
     size = models.BigIntegerField(default=0, help_text="Manifest, config and layers, compressed.")
     created = models.DateTimeField(null=True, blank=True)
     platform = models.CharField(max_length=100, blank=True, help_text="os/arch[/variant]")
-    # Index: [{"digest", "media_type", "size", "platform"}]; image: [{"digest", "media_type", "size", "created_by", ...}].
+    # An index's manifests: [{"digest", "media_type", "size", "platform"}]; empty for an image.
     children = models.JSONField(default=list, blank=True)
+    # An image's build steps in order: [{"digest", "media_type", "size", "created_by", "empty": false}],
+    # or [{"created_by", "empty": true}] for a step that made no layer.
     layers = models.JSONField(default=list, blank=True)
     config_digest = models.CharField(max_length=100, blank=True)
     config_size = models.BigIntegerField(default=0, help_text="Bytes of the config blob, from the manifest.")
