@@ -475,10 +475,10 @@ def refresh(registry: Registry, result: TaskResult, user: AnyUser) -> str | None
     render them."""
     if result.status != TaskResultStatus.SUCCESSFUL:
         return f"Could not refresh from {registry.url}: {tasks.failure(result)}."
-    failed = result.return_value["failed"]
-    if not failed:
+    # Only the repositories this user may see, named or counted: the others are 404 for them
+    # everywhere else.
+    visible = [name for name in sorted(result.return_value["failed"]) if role_on(user, name) is not None]
+    if not visible:
         return None
-    # Only the names this user may see: the others are 404 for them everywhere else.
-    visible = [name for name in sorted(failed) if role_on(user, name) is not None]
     names = ", ".join(visible[:3]) + (", …" if len(visible) > 3 else "")
-    return f"{len(failed)} of the registry's repositories could not be read{f' ({names})' if names else ''}."
+    return f"{len(visible)} of the registry's repositories could not be read ({names})."

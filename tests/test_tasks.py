@@ -468,24 +468,46 @@ def test_the_task_page_ignores_a_next_on_another_site(client, settings, registry
     assert '<a href="/">Back to the repositories</a>' in html
 
 
-@pytest.mark.django_db
-def test_a_partly_failed_refresh_names_only_the_repositories_the_user_may_see(
-    client, settings, own_registry, own_pusher, make_repo_name
-):
+def _refresh_failing_on(client, settings, own_registry, own_pusher, make_repo_name, *, hidden_only: bool):
+    """Refresh as a viewer of open/* while tags/list fails for a hidden repository (and, unless
+    `hidden_only`, for a visible one); the page and both names."""
     hidden, visible = make_repo_name("secret/"), make_repo_name("open/")
     for name in (hidden, visible):
         own_pusher.push_image(name, tags=("1.0",))
+    failing = re.escape(hidden) if hidden_only else f"({re.escape(hidden)}|{re.escape(visible)})"
     proxy = FaultProxy(own_registry.url)
     try:
         settings.REGISTRY_URL = proxy.url
-        proxy.set_fault(Fault("status", status=500, path=rf"/v2/({re.escape(hidden)}|{re.escape(visible)})/tags/list"))
+        proxy.set_fault(Fault("status", status=500, path=rf"/v2/{failing}/tags/list"))
         client.force_login(make_user("open-viewer", pattern="open/*", role=Role.VIEWER))
         response = client.post(reverse("dashboard:catalog-refresh"), headers=page_headers("/", "catalog-results"))
     finally:
         proxy.stop()
+    return response.content.decode(), hidden, visible
 
-    html = response.content.decode()
-    assert escape(f"2 of the registry's repositories could not be read ({visible}).") in html
+
+@pytest.mark.django_db
+def test_a_partly_failed_refresh_names_and_counts_only_the_repositories_the_user_may_see(
+    client, settings, own_registry, own_pusher, make_repo_name
+):
+    html, hidden, visible = _refresh_failing_on(
+        client, settings, own_registry, own_pusher, make_repo_name, hidden_only=False
+    )
+
+    assert escape(f"1 of the registry's repositories could not be read ({visible}).") in html
+    assert hidden not in html
+
+
+@pytest.mark.django_db
+def test_a_refresh_that_failed_only_on_hidden_repositories_says_nothing_of_them(
+    client, settings, own_registry, own_pusher, make_repo_name
+):
+    html, hidden, visible = _refresh_failing_on(
+        client, settings, own_registry, own_pusher, make_repo_name, hidden_only=True
+    )
+
+    assert visible in html
+    assert "could not be read" not in html
     assert hidden not in html
 
 
