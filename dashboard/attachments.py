@@ -110,8 +110,8 @@ def references(repository: Repository) -> set[str]:
 def candidates(repository: Repository) -> set[Candidate]:
     """The artifacts attached to the repository's current versions, in two queries. One
     artifact may be attached to several versions (a signature copied next to another image):
-    one each. Two queries, not one with a join: on PostgreSQL the OR over a join of 10,000
-    manifests and tags took 30-60 ms, these two 7 ms."""
+    one each. Two queries, not one with a join: on PostgreSQL the OR over a join of the
+    manifests and tags was several times slower (figures in bench/README.md)."""
     found: dict[tuple[str, str], Candidate] = {}
     manifests = (
         Manifest.objects.filter(repository=repository, missing_since__isnull=True)

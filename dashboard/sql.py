@@ -1,8 +1,7 @@
 """Plain SQL for the few queries every repository page runs.
 
-The ORM builds a query anew on every call; for the small queries of a page with a 30 ms budget
-that building took longer than the database took to answer (a window filter or an aggregate
-over a subquery: ten times longer). These helpers keep the SQL portable across SQLite and
+The ORM builds a query anew on every call; for the small queries of every repository page that
+building took longer than the database took to answer (figures in bench/README.md). These helpers keep the SQL portable across SQLite and
 PostgreSQL: table names come from the models, values are always parameters.
 """
 

@@ -131,7 +131,7 @@ def _listed(registry: Registry) -> tuple[str, list]:
 
 def _visible(user: AnyUser, registry: Registry) -> tuple[str, list]:
     """SQL selecting the ids of the repositories the user may see, and its parameters."""
-    if visible_names(user, "name") is None:  # written out: building the ORM query took 0.8 ms
+    if visible_names(user, "name") is None:  # written out: cheaper than building the ORM query
         return _listed(registry)
     try:
         query, params = visible_repositories(user, registry).values("id").query.sql_with_params()
@@ -156,7 +156,7 @@ def overview(user: AnyUser, registry: Registry) -> Overview:
 
 
 def _state() -> tuple:
-    """What the figures depend on, in one query (about 4 ms for 12,000 tags on a busy machine):
+    """What the figures depend on, in one query (timed in bench/README.md):
     a manifest or blob row added or removed, a tag added, moved or removed, a manifest marked
     missing or found, a repository listed or removed from the catalog changes it. Sizes and
     names are in it so that a SQLite row id used again after a delete does not bring back an

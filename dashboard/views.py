@@ -101,7 +101,7 @@ def catalog_refresh(request: HttpRequest) -> HttpResponse:
 
 def _repository_context(request: HttpRequest, registry: Registry, repository: Repository, query: TagQuery) -> dict:
     # Unfiltered, the count is the repository's tag_count, written with its tag rows by every
-    # sync and delete (one transaction): counting 10,000 rows again took 0.6 ms of a 17 ms page.
+    # sync and delete (one transaction), so the rows are not counted again on every page.
     attached = browse.attached_tag_count(repository)
     count = None if query.cleaned_data["q"] else repository.tag_count
     if count is not None and not query.cleaned_data["attached"]:

@@ -1,8 +1,7 @@
 """The rows of the catalog's and the repository page's tables, drawn in Python.
 
-Fifty rows of ten to thirty template lookups each were most of these pages' time (the
-repository page has a 30 ms budget with 10,000 tags); the same markup from f-strings costs a
-fraction. Everything that came from the registry goes through escape() here.
+Fifty rows of ten to thirty template lookups each were most of these pages' time; the same
+markup from f-strings costs a fraction (figures in bench/README.md). Everything that came from the registry goes through escape() here.
 """
 
 from __future__ import annotations
