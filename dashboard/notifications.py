@@ -3,8 +3,8 @@
 Events are hints, not facts: anyone holding the shared secret can post one, and a redelivered
 event can be hours old. A push or delete is only applied as the registry shows it when asked
 (HEAD the tag or digest), which the registry's short notification timeout leaves no room for:
-it is handed to `dispatch`, a background task. Pulls only touch `last_pulled_at` and are
-applied before the endpoint answers. Redelivered events (same id) are ignored; pulls are not
+the endpoint (`webhooks.py`) queues it as a background task (`tasks.py`). Pulls only touch
+`last_pulled_at` and are applied before the endpoint answers. Redelivered events (same id) are ignored; pulls are not
 recorded for that, since applying one twice changes nothing.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -245,18 +244,3 @@ def forget_handled_events() -> int:
     OwnPush.objects.filter(pushed_at__lt=timezone.now() - OWN_PUSH_WINDOW).delete()
     deleted, _ = NotificationEvent.objects.filter(received_at__lt=timezone.now() - EVENT_MEMORY).delete()
     return deleted
-
-
-# Background work ------------------------------------------------------------------------------
-
-
-def dispatch(function: Callable[..., object], *args: object) -> None:
-    """Run `function(*args)` as a background task (dashboard.tasks): queued for the worker
-    with TASK_BACKEND=database, run before returning with TASK_BACKEND=immediate.
-
-    The only hand-off point to background work. A failure is logged by the task queue; the
-    next periodic sync repairs whatever the work did not do.
-    """
-    from dashboard.tasks import BACKGROUND_TASKS  # dashboard.tasks imports this module
-
-    BACKGROUND_TASKS[function].enqueue(*args)

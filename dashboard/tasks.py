@@ -97,13 +97,6 @@ def process_delete_notification_task(registry_id: int, repository: str, tag: str
     notifications.sync_deleted(registry_id, repository, tag, digest)
 
 
-# What notifications.dispatch(function, ...) queues for each function it is handed.
-BACKGROUND_TASKS = {
-    notifications.sync_pushed_tag: process_notification_task,
-    notifications.sync_deleted: process_delete_notification_task,
-}
-
-
 @task()
 def apply_retention_task(policy_id: int | None = None, user_id: int | None = None) -> dict[str, int]:
     """Run one retention policy (or every enabled one); the deletions are audited as `user_id`."""

@@ -14,13 +14,11 @@ from dashboard.notifications import (
     ENVELOPE_MEDIA_TYPES,
     InvalidEnvelope,
     TooManyEvents,
-    dispatch,
     handle_events,
     parse_envelope,
-    sync_deleted,
-    sync_pushed_tag,
 )
 from dashboard.registries import configured_registry
+from dashboard.tasks import process_delete_notification_task, process_notification_task
 
 
 @csrf_exempt  # the registry cannot send a CSRF token; the shared secret authenticates it
@@ -49,8 +47,10 @@ def registry_events(request: HttpRequest) -> HttpResponse:
     registry = configured_registry()
     to_check = handle_events(registry, events)
     for event in to_check:
-        check = sync_pushed_tag if event.action == "push" else sync_deleted
-        dispatch(check, registry.pk, event.repository, event.tag, event.digest)
+        # Queued for the worker (TASK_BACKEND=database) or run here (immediate); a failure is
+        # logged by the task queue and the next periodic sync repairs what it did not do.
+        check = process_notification_task if event.action == "push" else process_delete_notification_task
+        check.enqueue(registry.pk, event.repository, event.tag, event.digest)
     counts = Counter(event.action for event in to_check)
     return JsonResponse({"events": len(events), "pushes": counts["push"], "deletes": counts["delete"]})
 
