@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.http import HttpRequest
 
@@ -18,6 +19,11 @@ from dashboard.access import role_on
 from dashboard.models import AuditEntry, Repository, Role
 from dashboard.registry import RegistryClient
 from dashboard.registry.errors import NotFound, RegistryError
+from dashboard.registry.manifests import is_valid_digest, is_valid_tag
+
+# Before every recorded moment: "since the last garbage collection" when there was none, and
+# the date of an image that has none (so it sorts after every dated one).
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ActionRefused(Exception):
@@ -51,6 +57,29 @@ class DigestMoved(ActionRefused):
             status=409,
         )
         self.current = current
+
+
+class TargetGone(ActionRefused):
+    """The version to restore is no longer in the registry (deleted or garbage-collected)."""
+
+    def __init__(self, digest: str, detail: str = "") -> None:
+        # Also said by a preview, where nothing was tried yet.
+        self.fact = f"Version {digest} no longer exists in the registry (deleted or garbage-collected){detail}"
+        super().__init__(f"{self.fact}. Nothing was changed.", status=410)
+
+
+def validate_tag_name(tag: str) -> None:
+    if not is_valid_tag(tag):
+        raise ActionRefused(
+            f"{tag[:200]!r} is not a valid tag: use up to 128 letters, digits, underscores, periods and "
+            "dashes, not starting with a period or dash.",
+            status=400,
+        )
+
+
+def validate_digest(digest: str) -> None:
+    if not is_valid_digest(digest):
+        raise ActionRefused(f"{digest[:200]!r} is not a valid digest (sha256:<64 hex digits>).", status=400)
 
 
 @dataclass

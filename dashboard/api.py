@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dashboard import attachments, audit, deletion, rollback, storage
 from dashboard.access import repository_for, role_on, visible_repositories
-from dashboard.actions import ActionRefused
+from dashboard.actions import ActionRefused, validate_tag_name
 from dashboard.models import ApiToken, AuditEntry, Pin, Repository, Tag, VersionSecurity
 from dashboard.registries import configured_registry
 
@@ -242,7 +242,7 @@ def candidates(request: HttpRequest, name: str, tag: str) -> JsonResponse:
     """The versions `tag` can be restored to, as the rollback page lists them: its earlier
     digests still in the registry (tagged or not) and the pinned versions, newest created first."""
     repository = _repository(request, name)
-    rollback.validate_tag_name(tag)
+    validate_tag_name(tag)
     found = rollback.rollback_candidates(repository, tag)
     if found is None:
         raise ActionRefused(f"No such tag: {tag}.", status=404)

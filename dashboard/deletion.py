@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 
 from django.conf import settings
@@ -27,19 +26,22 @@ from django.http import HttpRequest
 from dashboard import audit, sql, storage
 from dashboard.access import is_admin
 from dashboard.actions import (
+    NEVER,
     ActionRefused,
     DigestMoved,
     PermissionRefused,
+    TargetGone,
     check_digest,
     current_digest,
     guarded_action,
+    validate_digest,
+    validate_tag_name,
 )
 from dashboard.attachments import attached_only_to, names_version
 from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.errors import NotFound, RegistryError, TagMoved, Unsupported
-from dashboard.rollback import TargetGone, validate_digest, validate_tag_name
 from dashboard.sync import forget, head_digest, sync_repository, sync_tag
 
 DELETE_TAG = "delete_tag"
@@ -49,7 +51,6 @@ GC_DONE = "gc_done"
 # The bulk form posts one checkbox and one digest per tag; Django refuses more than 1000 fields.
 BULK_LIMIT = 400
 GC_COMMAND = "registry garbage-collect /etc/docker/registry/config.yml"
-NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pinned_by(pin: Pin) -> str:

@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from dashboard import storage
 from dashboard.access import is_admin, role_on, visible_repositories
-from dashboard.actions import ActionRefused
+from dashboard.actions import NEVER, ActionRefused
 from dashboard.attachments import OwnArtifact, attached_only_to
 from dashboard.deletion import (
     LiveTags,
@@ -60,7 +60,6 @@ from dashboard.models import (
 )
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
-from dashboard.rollback import UNKNOWN_CREATED
 
 RETENTION_DELETE_TAG = "retention_delete_tag"
 RETENTION_DELETE_VERSION = "retention_delete_version"
@@ -167,7 +166,7 @@ def known_created(tag: Tag) -> datetime | None:
 def _verdicts(policy: RetentionPolicy, tags: Sequence[Tag], now: datetime) -> dict[str, tuple[bool, str]]:
     """tag name -> (delete?, why) for the tags the policy covers."""
     covered = sorted((tag for tag in tags if covers(policy, tag.name)), key=lambda tag: tag.name)
-    covered.sort(key=lambda tag: known_created(tag) or UNKNOWN_CREATED, reverse=True)
+    covered.sort(key=lambda tag: known_created(tag) or NEVER, reverse=True)
     verdicts = {}
     for rank, tag in enumerate(covered):
         created = known_created(tag)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -21,53 +21,30 @@ from django.db.models import Max
 from django.http import HttpRequest
 
 from dashboard import sql
-from dashboard.actions import ActionRefused, DigestMoved, current_digest, guarded_action
+from dashboard.actions import (
+    NEVER,
+    ActionRefused,
+    DigestMoved,
+    TargetGone,
+    current_digest,
+    guarded_action,
+    validate_digest,
+    validate_tag_name,
+)
 from dashboard.attachments import require_verified
 from dashboard.compare import MANIFEST_COLUMNS, Comparison, compare_manifests
-from dashboard.models import AuditEntry, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
+from dashboard.models import Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
 from dashboard.registries import client_for
 from dashboard.registry import RegistryClient
 from dashboard.registry.client import FetchedManifest
 from dashboard.registry.errors import DigestMismatch, NotFound, RegistryError
-from dashboard.registry.manifests import ImageIndex, is_valid_digest, is_valid_tag
+from dashboard.registry.manifests import ImageIndex
 from dashboard.sync import forget, sync_tag
 
 # Cheap columns for lists of versions; raw bytes and configs are only read to compare or restore.
 LIST_COLUMNS = ("digest", "kind", "media_type", "size", "created", "platform", "missing_since", "first_seen_at")
 # Periods a history page shows; `latest` pushed by CI on every commit would otherwise grow forever.
 HISTORY_SHOWN = 200
-# Images without a created date sort after every dated one.
-UNKNOWN_CREATED = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class TargetGone(ActionRefused):
-    """The version to restore is no longer in the registry (deleted or garbage-collected)."""
-
-    def __init__(self, digest: str, detail: str = "") -> None:
-        # Also said by a preview, where nothing was tried yet.
-        self.fact = f"Version {digest} no longer exists in the registry (deleted or garbage-collected){detail}"
-        super().__init__(f"{self.fact}. Nothing was changed.", status=410)
-
-
-def _audited(value: str, column: str) -> str:
-    """`value` cut to the audit column's length, so refusing junk input still gets recorded."""
-    return value[: AuditEntry._meta.get_field(column).max_length]
-
-
-def validate_tag_name(tag: str) -> None:
-    if not is_valid_tag(tag):
-        raise ActionRefused(
-            f"{tag[:200]!r} is not a valid tag: use up to 128 letters, digits, underscores, periods and "
-            "dashes, not starting with a period or dash.",
-            status=400,
-        )
-
-
-def validate_digest(digest: str) -> None:
-    if not is_valid_digest(digest):
-        raise ActionRefused(f"{digest[:200]!r} is not a valid digest (sha256:<64 hex digits>).", status=400)
-
-
 # Pins ---------------------------------------------------------------------------------------
 
 
@@ -96,8 +73,8 @@ def pin_version(
         repository,
         "pin",
         Role.OPERATOR,
-        tag=_audited(tag, "tag"),
-        digest_before=_audited(digest, "digest_before"),
+        tag=tag,
+        digest_before=digest,
     ) as action:
         reason = reason.strip()
         if not reason:
@@ -139,7 +116,7 @@ def pin_version(
 
 def unpin_version(request: HttpRequest | None, user, repository: Repository, digest: str) -> None:
     with guarded_action(
-        request, user, repository, "unpin", Role.OPERATOR, digest_before=_audited(digest, "digest_before")
+        request, user, repository, "unpin", Role.OPERATOR, digest_before=digest
     ) as action:
         pin = Pin.objects.filter(repository=repository, digest=digest).first()
         if pin is None:
@@ -365,8 +342,8 @@ def restore_tag(
         repository,
         "restore",
         Role.OPERATOR,
-        tag=_audited(tag, "tag"),
-        digest_before=_audited(expected or "", "digest_before"),
+        tag=tag,
+        digest_before=expected or "",
     ) as action:
         validate_tag_name(tag)
         validate_digest(digest)
@@ -463,7 +440,7 @@ def rollback_candidates(repository: Repository, tag: str) -> Candidates | None:
         Tag.objects.filter(manifest__in=manifests).order_by("version_key").values_list("manifest_id", "name")
     ):
         names[manifest_id].append(name)
-    manifests.sort(key=lambda m: (m.created or UNKNOWN_CREATED, m.first_seen_at), reverse=True)
+    manifests.sort(key=lambda m: (m.created or NEVER, m.first_seen_at), reverse=True)
     return Candidates(
         tag,
         current,

@@ -6,6 +6,7 @@ actions answer refusals with the refusal's status and message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from django import forms
@@ -31,7 +32,7 @@ from dashboard.access import (
     signed_in,
     visible_repositories,
 )
-from dashboard.actions import ActionRefused
+from dashboard.actions import ActionRefused, validate_digest, validate_tag_name
 from dashboard.browse import RowLinks
 from dashboard.compare import compare_manifests, resolve_reference
 from dashboard.forms import QueryForm
@@ -49,14 +50,21 @@ CANDIDATE_RESULTS = ("candidate-results", "dashboard/rollback/_candidates.html")
 # Forms --------------------------------------------------------------------------------------
 
 
-def _check_tag(value: str) -> None:
-    if value and not is_valid_tag(value):
-        raise forms.ValidationError("Not a valid tag name.")
+def _form_check(validate: Callable[[str], None]) -> Callable[[str], None]:
+    """A form validator from an action's own check, so a form and the action say the same."""
+
+    def check(value: str) -> None:
+        try:
+            if value:
+                validate(value)
+        except ActionRefused as refused:
+            raise forms.ValidationError(refused.message) from None
+
+    return check
 
 
-def _check_digest(value: str) -> None:
-    if value and not is_valid_digest(value):
-        raise forms.ValidationError("Not a valid digest.")
+_check_tag = _form_check(validate_tag_name)
+_check_digest = _form_check(validate_digest)
 
 
 def _check_reference(value: str) -> None:
