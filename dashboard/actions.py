@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from django.http import HttpRequest
 
 from dashboard import audit
-from dashboard.access import role_on
+from dashboard.access import AnyUser, role_on
 from dashboard.models import AuditEntry, Repository, Role
 from dashboard.registry import RegistryClient
 from dashboard.registry.errors import NotFound, RegistryError
@@ -87,7 +87,7 @@ class ActionContext:
     """Who acts on which repository; collects what the audit entry will say."""
 
     request: HttpRequest | None
-    user: object
+    user: AnyUser | None  # None: the command line
     repository: Repository
     action: str
     tag: str = ""
@@ -109,7 +109,7 @@ class ActionContext:
         )
 
 
-def require_role(user, repository: Repository, minimum: int) -> None:
+def require_role(user: AnyUser | None, repository: Repository, minimum: int) -> None:
     if user is None:
         # The command line (cron, CI) acts as "system": whoever runs manage.py already holds the database.
         return
@@ -124,7 +124,7 @@ def require_role(user, repository: Repository, minimum: int) -> None:
 @contextmanager
 def guarded_action(
     request: HttpRequest | None,
-    user,
+    user: AnyUser | None,
     repository: Repository,
     action: str,
     minimum: int,

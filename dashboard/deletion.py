@@ -24,7 +24,7 @@ from django.db.models import Count, Q, Sum
 from django.http import HttpRequest
 
 from dashboard import audit, sql, storage
-from dashboard.access import is_admin
+from dashboard.access import AnyUser, is_admin
 from dashboard.actions import (
     NEVER,
     ActionRefused,
@@ -39,7 +39,7 @@ from dashboard.actions import (
 )
 from dashboard.attachments import attached_only_to, names_version
 from dashboard.models import AuditEntry, DeletedVersion, Manifest, Pin, Registry, Repository, Role, Tag, TagHistory
-from dashboard.registries import client_for
+from dashboard.registries import client_for, client_or_own
 from dashboard.registry import RegistryClient
 from dashboard.registry.errors import NotFound, RegistryError, TagMoved, Unsupported
 from dashboard.sync import forget, head_digest, sync_repository, sync_tag
@@ -137,7 +137,7 @@ def _delete_tag_shown(client: RegistryClient, repository: Repository, tag: str, 
     raise DigestMoved(tag, shown_digest, current)
 
 
-def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") -> None:
+def _forget(repository: Repository, user: AnyUser | None, *, tag: str = "", digest: str = "") -> None:
     """Remove what the registry just deleted from the cache (no registry call), closing the tags'
     history periods in the user's name."""
     forget(
@@ -155,7 +155,7 @@ def _forget(repository: Repository, user, *, tag: str = "", digest: str = "") ->
 
 def delete_tag(
     request: HttpRequest | None,
-    user,
+    user: AnyUser | None,
     repository: Repository,
     tag: str,
     shown_digest: str,
@@ -174,15 +174,15 @@ def delete_tag(
         validate_tag_name(tag)
         validate_digest(shown_digest)
         refuse_if_pinned(repository, shown_digest)
-        client = client or client_for(repository.registry)
-        tombstone = _guard_tag(client, repository, tag, shown_digest)
-        if tombstone is None:
-            _delete_tag_shown(client, repository, tag, shown_digest)
-        else:
-            context.notes.append(f"finished an earlier delete that had left the tag on tombstone {tombstone}")
-            _registry_delete(repository.registry, lambda: client.finish_tag_delete(repository.name, tombstone))
-        _forget(repository, user, tag=tag)
-        return tombstone
+        with client_or_own(repository.registry, client) as client:
+            tombstone = _guard_tag(client, repository, tag, shown_digest)
+            if tombstone is None:
+                _delete_tag_shown(client, repository, tag, shown_digest)
+            else:
+                context.notes.append(f"finished an earlier delete that had left the tag on tombstone {tombstone}")
+                _registry_delete(repository.registry, lambda: client.finish_tag_delete(repository.name, tombstone))
+            _forget(repository, user, tag=tag)
+            return tombstone
 
 
 def siblings(tag: Tag) -> list[str]:
@@ -345,7 +345,7 @@ class VersionDeleted:
 
 def delete_version(
     request: HttpRequest | None,
-    user,
+    user: AnyUser | None,
     repository: Repository,
     digest: str,
     shown_tags: Iterable[str],
@@ -374,45 +374,45 @@ def delete_version(
             validate_tag_name(tag)
         refuse_if_pinned(repository, digest)
         orphans = {child.digest for child in index_children(repository, [digest]).get(digest, []) if child.orphaned}
-        client = client or client_for(repository.registry)
-        live = live or LiveTags(client, repository.name, skip=shown)
-        tagged_elsewhere = guard_version(client, repository, digest, shown, live)
-        try:
-            _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
-        except NotFound:
-            # Deleted by someone else since the guard read it.
-            raise TargetGone(digest) from None
-        live.deleted(digest)
-        deleted = VersionDeleted(digest, shown)
-        for child in children:
-            if child not in orphans or child in tagged_elsewhere:
-                context.notes.append(f"kept platform image {child}: something else uses it now")
-                continue
+        with client_or_own(repository.registry, client) as client:
+            live = live or LiveTags(client, repository.name, skip=shown)
+            tagged_elsewhere = guard_version(client, repository, digest, shown, live)
             try:
-                client.delete_manifest(repository.name, child)
+                _registry_delete(repository.registry, lambda: client.delete_manifest(repository.name, digest))
             except NotFound:
-                pass
-            except RegistryError as error:
-                # The version itself is gone; say which leftover stays instead of failing it.
-                context.notes.append(f"platform image {child} not deleted: {error}")
-                continue
-            deleted.children.append(child)
-            live.deleted(child)
-        if deleted.children:
-            context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
-        _delete_attachments(client, repository, digest, attachments, deleted, live, context.notes)
-        # Before `forget`, which drops the cached manifests this estimate reads.
-        deleted.freed_bytes = (
-            freed_bytes
-            if freed_bytes is not None
-            else estimate_freed(repository, [digest, *deleted.children, *deleted.attachments])
-        )
-        DeletedVersion.objects.create(
-            registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
-        )
-        for artifact in [digest, *deleted.attachments]:
-            _forget(repository, user, digest=artifact)
-        return deleted
+                # Deleted by someone else since the guard read it.
+                raise TargetGone(digest) from None
+            live.deleted(digest)
+            deleted = VersionDeleted(digest, shown)
+            for child in children:
+                if child not in orphans or child in tagged_elsewhere:
+                    context.notes.append(f"kept platform image {child}: something else uses it now")
+                    continue
+                try:
+                    client.delete_manifest(repository.name, child)
+                except NotFound:
+                    pass
+                except RegistryError as error:
+                    # The version itself is gone; say which leftover stays instead of failing it.
+                    context.notes.append(f"platform image {child} not deleted: {error}")
+                    continue
+                deleted.children.append(child)
+                live.deleted(child)
+            if deleted.children:
+                context.notes.append(f"platform images deleted: {', '.join(deleted.children)}")
+            _delete_attachments(client, repository, digest, attachments, deleted, live, context.notes)
+            # Before `forget`, which drops the cached manifests this estimate reads.
+            deleted.freed_bytes = (
+                freed_bytes
+                if freed_bytes is not None
+                else estimate_freed(repository, [digest, *deleted.children, *deleted.attachments])
+            )
+            DeletedVersion.objects.create(
+                registry=repository.registry, repository=repository.name, digest=digest, freed_bytes=deleted.freed_bytes
+            )
+            for artifact in [digest, *deleted.attachments]:
+                _forget(repository, user, digest=artifact)
+            return deleted
 
 
 def _delete_attachments(
@@ -474,7 +474,7 @@ def outcome_of(refused: ActionRefused, tag: str, digest: str) -> Outcome:
 
 
 def try_delete_tag(
-    request: HttpRequest | None, user, repository: Repository, tag: str, digest: str, **options
+    request: HttpRequest | None, user: AnyUser | None, repository: Repository, tag: str, digest: str, **options
 ) -> Outcome:
     """`delete_tag`, with a refusal or failure reported instead of raised."""
     try:
@@ -533,32 +533,32 @@ def bulk_preview(
         .values_list("manifest_id", "n")
     )
     selected = Counter(tag.manifest_id for tag in cached.values())
-    client = client or client_for(repository.registry)
-    rows = []
-    for tag, digest in selection.items():
-        row = PreviewRow(tag, digest, cached.get(tag), pins.get(digest))
-        row.last_tag = row.cached is not None and totals.get(row.cached.manifest_id) == selected[row.cached.manifest_id]
-        if row.cached is not None and row.pin is None:
-            row.current = current = current_digest(client, repository.name, tag)
-            row.unfinished = current is not None and current != digest and client.is_tombstone(repository.name, current)
-        rows.append(row)
-    return rows
+    with client_or_own(repository.registry, client) as client:
+        rows = []
+        for tag, digest in selection.items():
+            row = PreviewRow(tag, digest, cached.get(tag), pins.get(digest))
+            row.last_tag = row.cached is not None and totals.get(row.cached.manifest_id) == selected[row.cached.manifest_id]
+            if row.cached is not None and row.pin is None:
+                row.current = current = current_digest(client, repository.name, tag)
+                row.unfinished = current is not None and current != digest and client.is_tombstone(repository.name, current)
+            rows.append(row)
+        return rows
 
 
 def bulk_delete(
-    request: HttpRequest | None, user, repository: Repository, selection: Mapping[str, str]
+    request: HttpRequest | None, user: AnyUser | None, repository: Repository, selection: Mapping[str, str]
 ) -> list[Outcome]:
     """Delete each selected tag (tag -> digest shown) on its own: one refusal or failure leaves
     the others to go ahead, and every tag gets its own audit entry."""
     with guarded_action(request, user, repository, BULK_DELETE, Role.MAINTAINER) as context:
         if len(selection) > BULK_LIMIT:
             raise ActionRefused(f"Select at most {BULK_LIMIT} tags at a time.")
-        client = client_for(repository.registry)
-        outcomes = [
-            try_delete_tag(request, user, repository, tag, digest, client=client) for tag, digest in selection.items()
-        ]
-        done = sum(outcome.ok for outcome in outcomes)
-        context.notes.append(f"{done} of {len(outcomes)} tags deleted")
+        with client_for(repository.registry) as client:
+            outcomes = [
+                try_delete_tag(request, user, repository, tag, digest, client=client) for tag, digest in selection.items()
+            ]
+            done = sum(outcome.ok for outcome in outcomes)
+            context.notes.append(f"{done} of {len(outcomes)} tags deleted")
     return outcomes
 
 
@@ -624,7 +624,7 @@ def pending_gc_in(repository: Repository) -> tuple[int, int]:
     return count, int(size)  # PostgreSQL's SUM of bigints is a numeric
 
 
-def mark_gc_done(request: HttpRequest | None, user) -> AuditEntry:
+def mark_gc_done(request: HttpRequest | None, user: AnyUser | None) -> AuditEntry:
     """Record that garbage collection ran: what was pending until now is freed. Admins only:
     it runs on the registry's host, for every repository."""
     if not is_admin(user):

@@ -110,7 +110,8 @@ class _Teller:
         return self.epoch - timedelta(days=n)
 
     def sync(self, name: str) -> None:
-        sync_registry(self.registry, client_for(self.registry), repository=self.name(name))
+        with client_for(self.registry) as client:
+            sync_registry(self.registry, client, repository=self.name(name))
 
     def node_service(
         self, name: str, version: str, age: float, *, deps: str, deps_size: int, app_size: int, env: list[str], revision: str

@@ -1,5 +1,6 @@
 """The configured registry, and a client for it built from settings."""
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ def public_host(registry: Registry) -> str:
 
 
 def client_for(registry: Registry) -> RegistryClient:
+    """A new client; close it (`with client_for(registry) as client:`) to free its connections."""
     verify: bool | str = settings.REGISTRY_VERIFY_TLS
     if verify and settings.REGISTRY_CA_BUNDLE:
         verify = settings.REGISTRY_CA_BUNDLE
@@ -37,6 +39,11 @@ def client_for(registry: Registry) -> RegistryClient:
         allowed_realm_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
         before_push=partial(record_own_push, registry),
     )
+
+
+def client_or_own(registry: Registry, client: RegistryClient | None) -> AbstractContextManager[RegistryClient]:
+    """`client` when the caller shares one (and closes it), else a new one closed on leaving."""
+    return nullcontext(client) if client is not None else client_for(registry)
 
 
 def record_own_push(registry: Registry, repository: str, reference: str, digest: str) -> None:

@@ -27,6 +27,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +36,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from dashboard import storage
-from dashboard.access import is_admin, role_on, visible_repositories
+from dashboard.access import AnyUser, is_admin, role_on, visible_repositories
 from dashboard.actions import NEVER, ActionRefused
 from dashboard.attachments import OwnArtifact, attached_only_to
 from dashboard.deletion import (
@@ -400,7 +401,7 @@ def _removed_with(repository: RepositoryPlan, version: str) -> list[str]:
 
 
 def apply(
-    request: HttpRequest | None, user, result: Plan, client: RegistryClient | None = None
+    request: HttpRequest | None, user: AnyUser | None, result: Plan, client: RegistryClient | None = None
 ) -> dict[str, list[Outcome]]:
     """Delete what `result` plans, repository by repository: each deletion checks the digest
     guard against the cached digest the plan was computed from, and is audited on its own.
@@ -409,64 +410,66 @@ def apply(
     outcomes: dict[str, list[Outcome]] = {}
     policies = ", ".join(policy.name for policy in result.policies)
     note = f"retention policy {policies}"
-    for repository_plan in result.with_deletions:
-        repository = repository_plan.repository
-        client = client or client_for(repository.registry)
-        # Read once the first version delete needs it: every version delete of the run checks
-        # the registry's other tags against this one scan.
-        live = LiveTags(client, repository.name)
-        done = outcomes[repository.name] = []
-        done.extend(
-            try_delete_tag(
-                request,
-                user,
-                repository,
-                decision.tag,
-                decision.digest,
-                client=client,
-                action=RETENTION_DELETE_TAG,
-                note=note,
-            )
-            for decision in repository_plan.tag_deletes
-        )
-        for digest, tags in repository_plan.versions.items():
-            children = repository_plan.children.get(digest, [])
-            attached = [artifact.digest for artifact in repository_plan.attachments.get(digest, [])]
-            try:
-                deleted = delete_version(
+    with ExitStack() as owned:
+        for repository_plan in result.with_deletions:
+            repository = repository_plan.repository
+            if client is None:
+                client = owned.enter_context(client_for(repository.registry))
+            # Read once the first version delete needs it: every version delete of the run checks
+            # the registry's other tags against this one scan.
+            live = LiveTags(client, repository.name)
+            done = outcomes[repository.name] = []
+            done.extend(
+                try_delete_tag(
                     request,
                     user,
                     repository,
-                    digest,
-                    tags,
-                    children=children,
-                    attachments=attached,
+                    decision.tag,
+                    decision.digest,
                     client=client,
-                    live=live,
-                    action=RETENTION_DELETE_VERSION,
+                    action=RETENTION_DELETE_TAG,
                     note=note,
-                    freed_bytes=repository_plan.freed.get(digest),
                 )
-            except ActionRefused as refused:
-                done.extend(outcome_of(refused, tag, digest) for tag in tags)
-                continue
-            done.extend(Outcome(tag, digest, AuditEntry.Outcome.OK, "deleted with its version") for tag in tags)
-            done.extend(
-                Outcome("", child, AuditEntry.Outcome.OK, f"platform image of {digest}", "platform image")
-                for child in deleted.children
+                for decision in repository_plan.tag_deletes
             )
-            done.extend(
-                Outcome("", artifact, AuditEntry.Outcome.OK, f"attached to {digest}", "attached artifact")
-                if artifact in deleted.attachments
-                else Outcome(
-                    "",
-                    artifact,
-                    AuditEntry.Outcome.REFUSED,
-                    f"attached to {digest}; kept, something else uses it now (see the audit log)",
-                    "attached artifact",
+            for digest, tags in repository_plan.versions.items():
+                children = repository_plan.children.get(digest, [])
+                attached = [artifact.digest for artifact in repository_plan.attachments.get(digest, [])]
+                try:
+                    deleted = delete_version(
+                        request,
+                        user,
+                        repository,
+                        digest,
+                        tags,
+                        children=children,
+                        attachments=attached,
+                        client=client,
+                        live=live,
+                        action=RETENTION_DELETE_VERSION,
+                        note=note,
+                        freed_bytes=repository_plan.freed.get(digest),
+                    )
+                except ActionRefused as refused:
+                    done.extend(outcome_of(refused, tag, digest) for tag in tags)
+                    continue
+                done.extend(Outcome(tag, digest, AuditEntry.Outcome.OK, "deleted with its version") for tag in tags)
+                done.extend(
+                    Outcome("", child, AuditEntry.Outcome.OK, f"platform image of {digest}", "platform image")
+                    for child in deleted.children
                 )
-                for artifact in attached
-            )
+                done.extend(
+                    Outcome("", artifact, AuditEntry.Outcome.OK, f"attached to {digest}", "attached artifact")
+                    if artifact in deleted.attachments
+                    else Outcome(
+                        "",
+                        artifact,
+                        AuditEntry.Outcome.REFUSED,
+                        f"attached to {digest}; kept, something else uses it now (see the audit log)",
+                        "attached artifact",
+                    )
+                    for artifact in attached
+                )
     return outcomes
 
 

@@ -21,6 +21,7 @@ from django.db.models import Max
 from django.http import HttpRequest
 
 from dashboard import sql
+from dashboard.access import AnyUser
 from dashboard.actions import (
     NEVER,
     ActionRefused,
@@ -58,7 +59,7 @@ def _exists(client: RegistryClient, repository: str, reference: str) -> bool:
 
 def pin_version(
     request: HttpRequest | None,
-    user,
+    user: AnyUser | None,
     registry: Registry,
     repository: Repository,
     *,
@@ -85,36 +86,36 @@ def pin_version(
             validate_digest(digest)
         if tag:
             validate_tag_name(tag)
-        client = client_for(registry)
-        tag_digest = current_digest(client, repository.name, tag) if tag else None
-        if tag and tag_digest is None:
-            raise ActionRefused(f"Tag {tag} does not exist in the registry.", status=404)
-        digest = digest or tag_digest
-        action.digest_before = digest
-        if digest != tag_digest:
-            # Checked as a restore checks its target, so a version found gone leaves the cache
-            # (and the rollback candidates) here too.
-            _fetch_target(registry, client, repository.name, digest)
-        cached_tags = Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True)
-        tags_at_pin = set(cached_tags)
-        # The cache may lag behind the registry; for the tag named, the registry's answer counts.
-        tags_at_pin.discard(tag)
-        if tag and tag_digest == digest:
-            tags_at_pin.add(tag)
-        try:
-            with transaction.atomic():
-                return Pin.objects.create(
-                    repository=repository,
-                    digest=digest,
-                    tags_at_pin=sorted(tags_at_pin),
-                    reason=reason[:500],
-                    created_by=user,
-                )
-        except IntegrityError:
-            raise ActionRefused(f"{digest} is already pinned.", status=409) from None
+        with client_for(registry) as client:
+            tag_digest = current_digest(client, repository.name, tag) if tag else None
+            if tag and tag_digest is None:
+                raise ActionRefused(f"Tag {tag} does not exist in the registry.", status=404)
+            digest = digest or tag_digest
+            action.digest_before = digest
+            if digest != tag_digest:
+                # Checked as a restore checks its target, so a version found gone leaves the cache
+                # (and the rollback candidates) here too.
+                _fetch_target(registry, client, repository.name, digest)
+            cached_tags = Tag.objects.filter(repository=repository, manifest__digest=digest).values_list("name", flat=True)
+            tags_at_pin = set(cached_tags)
+            # The cache may lag behind the registry; for the tag named, the registry's answer counts.
+            tags_at_pin.discard(tag)
+            if tag and tag_digest == digest:
+                tags_at_pin.add(tag)
+            try:
+                with transaction.atomic():
+                    return Pin.objects.create(
+                        repository=repository,
+                        digest=digest,
+                        tags_at_pin=sorted(tags_at_pin),
+                        reason=reason[:500],
+                        created_by=user,
+                    )
+            except IntegrityError:
+                raise ActionRefused(f"{digest} is already pinned.", status=409) from None
 
 
-def unpin_version(request: HttpRequest | None, user, repository: Repository, digest: str) -> None:
+def unpin_version(request: HttpRequest | None, user: AnyUser | None, repository: Repository, digest: str) -> None:
     with guarded_action(
         request, user, repository, "unpin", Role.OPERATOR, digest_before=digest
     ) as action:
@@ -327,7 +328,7 @@ def _check_unchanged(
 
 def restore_tag(
     request: HttpRequest | None,
-    user,
+    user: AnyUser | None,
     registry: Registry,
     repository: Repository,
     *,
@@ -352,40 +353,40 @@ def restore_tag(
         action.digest_after = digest
         if settings.RESTORE_REQUIRE_SIGNATURE:
             require_verified(repository, digest)
-        client = client_for(registry)
-        previous = _check_unchanged(registry, client, repository.name, tag, expected)
-        if previous == digest:
-            action.notes.append("the tag already pointed there; nothing was changed")
-            return RestoreResult(tag, digest, previous, changed=False)
-        fetched = _fetch_target(registry, client, repository.name, digest)
-        # Fetching the target took one request or several (an index's platform images): look at
-        # the tag again right before writing it. Distribution has no conditional writes (no
-        # If-Match on a manifest PUT), so a push landing between this HEAD and the PUT is still
-        # overwritten; one landing after the PUT is caught by the check below.
-        _check_unchanged(registry, client, repository.name, tag, expected)
-        stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
-        if stored != digest:
-            raise DigestMismatch(digest, stored)
-        verified = current_digest(client, repository.name, tag)
-        # Where the tag is now is the user's doing only if it is where they pointed it.
-        mine = verified == digest
-        try:
-            source = TagHistory.Source.USER if mine else TagHistory.Source.SYNC
-            sync_tag(registry, client, repository.name, tag, source=source, user=user if mine else None)
-        except RegistryError as error:
-            # The tag has moved all the same: report success, and let the next sync catch up.
-            action.notes.append(f"the cache was not refreshed: {error}")
-        if not mine:
-            # The PUT took (the registry answered with our digest), and a push moved the tag (or a
-            # delete removed it) before the check: not a registry failure, and not what the user
-            # asked for.
-            now = f"moved it to {verified} right after; it points there now" if verified else "deleted it right after"
-            raise ActionRefused(
-                f"Tag {tag} was pointed at {digest}, but another client {now}. Check what did it before "
-                "restoring again.",
-                status=409,
-            )
-        return RestoreResult(tag, digest, previous, changed=True)
+        with client_for(registry) as client:
+            previous = _check_unchanged(registry, client, repository.name, tag, expected)
+            if previous == digest:
+                action.notes.append("the tag already pointed there; nothing was changed")
+                return RestoreResult(tag, digest, previous, changed=False)
+            fetched = _fetch_target(registry, client, repository.name, digest)
+            # Fetching the target took one request or several (an index's platform images): look at
+            # the tag again right before writing it. Distribution has no conditional writes (no
+            # If-Match on a manifest PUT), so a push landing between this HEAD and the PUT is still
+            # overwritten; one landing after the PUT is caught by the check below.
+            _check_unchanged(registry, client, repository.name, tag, expected)
+            stored = client.put_manifest(repository.name, tag, fetched.raw, fetched.media_type)
+            if stored != digest:
+                raise DigestMismatch(digest, stored)
+            verified = current_digest(client, repository.name, tag)
+            # Where the tag is now is the user's doing only if it is where they pointed it.
+            mine = verified == digest
+            try:
+                source = TagHistory.Source.USER if mine else TagHistory.Source.SYNC
+                sync_tag(registry, client, repository.name, tag, source=source, user=user if mine else None)
+            except RegistryError as error:
+                # The tag has moved all the same: report success, and let the next sync catch up.
+                action.notes.append(f"the cache was not refreshed: {error}")
+            if not mine:
+                # The PUT took (the registry answered with our digest), and a push moved the tag (or a
+                # delete removed it) before the check: not a registry failure, and not what the user
+                # asked for.
+                now = f"moved it to {verified} right after; it points there now" if verified else "deleted it right after"
+                raise ActionRefused(
+                    f"Tag {tag} was pointed at {digest}, but another client {now}. Check what did it before "
+                    "restoring again.",
+                    status=409,
+                )
+            return RestoreResult(tag, digest, previous, changed=True)
 
 
 # Rollback candidates ------------------------------------------------------------------------
@@ -499,14 +500,14 @@ def restore_preview(registry: Registry, repository: Repository, tag: str, digest
     restore would refuse, and a gone target leaves the cache (`_fetch_target`).
     Raises RegistryError when the registry cannot answer.
     """
-    client = client_for(registry)
-    now = current_digest(client, repository.name, tag)
-    gone = ""
-    if now != digest:
-        try:
-            _fetch_target(registry, client, repository.name, digest)
-        except TargetGone as refused:
-            gone = refused.fact
+    with client_for(registry) as client:
+        now = current_digest(client, repository.name, tag)
+        gone = ""
+        if now != digest:
+            try:
+                _fetch_target(registry, client, repository.name, digest)
+            except TargetGone as refused:
+                gone = refused.fact
     cached = {
         manifest.digest: manifest
         for manifest in Manifest.objects.filter(repository=repository, digest__in={digest, now}).only(

@@ -85,7 +85,8 @@ class Command(BaseCommand):
                 self.stdout.write("Pushing the sample images and their history (about 32 MB) …")
                 demo.seed(registry, pusher, demo_epoch())
             self.stdout.write(f"Syncing {registry.url} …")
-            self.stdout.write(f"  {sync_registry(registry, client_for(registry))}")
+            with client_for(registry) as client:
+                self.stdout.write(f"  {sync_registry(registry, client)}")
             password = reset_passwords()
             self.stdout.write(self.style.SUCCESS(f"\nDashboard: http://{SERVE_AT}/"))
             self.stdout.write(f"Sign in as {DEMO_USER} (admin), password {password}")
