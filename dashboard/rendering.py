@@ -3,6 +3,7 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from dashboard.forms import QueryForm
 
@@ -27,3 +28,9 @@ def page_or_results(request: HttpRequest, template: str, context: dict, results:
 def bad_query(request: HttpRequest, query: QueryForm) -> HttpResponse:
     """The 400 page for a query string its form rejected, naming what is wrong."""
     return render_page(request, "dashboard/bad_request.html", {"message": query.error_text()}, status=400)
+
+
+def safe_next(request: HttpRequest, url: str, default: str = "") -> str:
+    """`url` when it stays on this site (never an open redirect), else `default`."""
+    allowed = url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return url if url and allowed else default

@@ -16,7 +16,6 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import (
     require_http_methods,
@@ -40,7 +39,7 @@ from dashboard.models import MAX_TOKEN_DAYS, ApiToken, AuditEntry, Pin, Reposito
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 from dashboard.registry.manifests import is_valid_digest, is_valid_tag
-from dashboard.rendering import bad_query, page_or_results, render_page
+from dashboard.rendering import bad_query, page_or_results, render_page, safe_next
 
 PINS_PER_PAGE = 50
 PIN_RESULTS = ("pin-results", "dashboard/rollback/_pin_results.html")
@@ -124,12 +123,6 @@ def _is_operator(request: HttpRequest, repository: Repository) -> bool:
     return (role_on(request.user, repository.name) or 0) >= Role.OPERATOR
 
 
-def _safe_next(request: HttpRequest, url: str, default: str) -> str:
-    hosts = {request.get_host()}
-    allowed = url_has_allowed_host_and_scheme(url, allowed_hosts=hosts, require_https=request.is_secure())
-    return url if url and allowed else default
-
-
 def _pins_url(repository: Repository) -> str:
     return f"{reverse('dashboard:pins')}?{urlencode({'repository': repository.name})}"
 
@@ -169,7 +162,7 @@ def pin(request: HttpRequest, name: str) -> HttpResponse:
     registry = configured_registry()
     repository = repository_for(request.user, registry, name)
     form = ActionForm(request.POST)
-    back = _safe_next(request, request.POST.get("next", ""), _pins_url(repository))
+    back = safe_next(request, request.POST.get("next", ""), _pins_url(repository))
     if not form.is_valid():
         return _refused(request, "The form was incomplete or too long.", 400, back)
     try:
@@ -193,7 +186,7 @@ def pin(request: HttpRequest, name: str) -> HttpResponse:
 def unpin(request: HttpRequest, name: str) -> HttpResponse:
     repository = repository_for(request.user, configured_registry(), name)
     form = ActionForm(request.POST)
-    back = _safe_next(request, request.POST.get("next", ""), _pins_url(repository))
+    back = safe_next(request, request.POST.get("next", ""), _pins_url(repository))
     if not form.is_valid():
         return _refused(request, "The form was incomplete or too long.", 400, back)
     try:

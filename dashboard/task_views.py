@@ -12,7 +12,6 @@ from uuid import UUID
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django.views.decorators.vary import vary_on_headers
@@ -24,6 +23,7 @@ from dashboard import views
 from dashboard.access import login_or_public_read, role_on
 from dashboard.models import Repository, TaskProgress
 from dashboard.registries import configured_registry
+from dashboard.rendering import safe_next
 from dashboard.tasks import failure, get_result
 
 
@@ -49,7 +49,7 @@ def task_status(request: HttpRequest, task_id: UUID) -> HttpResponse:
         "progress": progress,
         "result": result,
         "outcome": _outcome(result),
-        "next": _next_url(request),
+        "next": safe_next(request, request.GET.get("next", "")),
         "status_url": request.get_full_path(),
         "poll_id": views.REFRESH_PROGRESS if from_refresh else "",
         "gone": gone,
@@ -83,16 +83,8 @@ def _poll_not_found(request: HttpRequest, missing: Http404) -> HttpResponse:
     access rule was removed meanwhile), also sends the browser to the page it came from as a
     whole page, which answers for itself."""
     response = page_not_found(request, missing)
-    response["HX-Redirect"] = _next_url(request) or request.path
+    response["HX-Redirect"] = safe_next(request, request.GET.get("next", "")) or request.path
     return response
-
-
-def _next_url(request: HttpRequest) -> str:
-    """The page to go back to: `next` when it stays on this site (never an open redirect)."""
-    wanted = request.GET.get("next", "")
-    if url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return wanted
-    return ""
 
 
 def _outcome(result: TaskResult) -> str:
