@@ -27,6 +27,7 @@ from dashboard.attachments import attached_only_to
 from dashboard.models import Manifest, Registry, Repository, RetentionPolicy, Role, Tag
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
+from dashboard.rendering import refusal_page
 
 DIALOG_TARGET = "delete-dialog"
 BULK_RESULTS = "bulk-results"
@@ -111,12 +112,8 @@ def _repository(request: HttpRequest, name: str) -> tuple[Registry, Repository]:
     return registry, repository_for(request.user, registry, name)
 
 
-def _message(request: HttpRequest, template: str, message: str, status: int, back: str) -> HttpResponse:
-    return render(request, template, {"message": message, "back": back}, status=status)
-
-
 def _refused(request: HttpRequest, message: str, status: int, back: str) -> HttpResponse:
-    return _message(request, "dashboard/delete/refused.html", message, status, back)
+    return refusal_page(request, message, status, back, heading="Nothing was deleted")
 
 
 def _page_or_dialog(request: HttpRequest, page: str, fragment: str, context: dict, status: int) -> HttpResponse:

@@ -34,3 +34,11 @@ def safe_next(request: HttpRequest, url: str, default: str = "") -> str:
     """`url` when it stays on this site (never an open redirect), else `default`."""
     allowed = url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
     return url if url and allowed else default
+
+
+def refusal_page(
+    request: HttpRequest, message: str, status: int, back: str, *, heading: str = "Nothing was done"
+) -> HttpResponse:
+    """The page for an action that was not carried out: why, and the way back."""
+    context = {"heading": heading, "message": message, "back": back}
+    return render_page(request, "dashboard/rollback/refused.html", context, status=status)

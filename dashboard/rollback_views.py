@@ -39,7 +39,7 @@ from dashboard.models import MAX_TOKEN_DAYS, ApiToken, AuditEntry, Pin, Reposito
 from dashboard.registries import configured_registry
 from dashboard.registry.errors import RegistryError
 from dashboard.registry.manifests import is_valid_digest, is_valid_tag
-from dashboard.rendering import bad_query, page_or_results, render_page, safe_next
+from dashboard.rendering import bad_query, page_or_results, refusal_page, render_page, safe_next
 
 PINS_PER_PAGE = 50
 PIN_RESULTS = ("pin-results", "dashboard/rollback/_pin_results.html")
@@ -115,10 +115,6 @@ class ApiTokenForm(forms.Form):
 # Helpers ------------------------------------------------------------------------------------
 
 
-def _refused(request: HttpRequest, message: str, status: int, back: str) -> HttpResponse:
-    return render_page(request, "dashboard/rollback/refused.html", {"message": message, "back": back}, status=status)
-
-
 def _is_operator(request: HttpRequest, repository: Repository) -> bool:
     return (role_on(request.user, repository.name) or 0) >= Role.OPERATOR
 
@@ -164,7 +160,7 @@ def pin(request: HttpRequest, name: str) -> HttpResponse:
     form = ActionForm(request.POST)
     back = safe_next(request, request.POST.get("next", ""), _pins_url(repository))
     if not form.is_valid():
-        return _refused(request, "The form was incomplete or too long.", 400, back)
+        return refusal_page(request, "The form was incomplete or too long.", 400, back)
     try:
         pinned = rollback.pin_version(
             request,
@@ -176,7 +172,7 @@ def pin(request: HttpRequest, name: str) -> HttpResponse:
             tag=form.cleaned_data["tag"],
         )
     except ActionRefused as refused:
-        return _refused(request, refused.message, refused.status, back)
+        return refusal_page(request, refused.message, refused.status, back)
     messages.success(request, f"Pinned {pinned.digest}: it cannot be deleted until it is unpinned.")
     return HttpResponseRedirect(back)
 
@@ -188,11 +184,11 @@ def unpin(request: HttpRequest, name: str) -> HttpResponse:
     form = ActionForm(request.POST)
     back = safe_next(request, request.POST.get("next", ""), _pins_url(repository))
     if not form.is_valid():
-        return _refused(request, "The form was incomplete or too long.", 400, back)
+        return refusal_page(request, "The form was incomplete or too long.", 400, back)
     try:
         rollback.unpin_version(request, request.user, repository, form.cleaned_data["digest"])
     except ActionRefused as refused:
-        return _refused(request, refused.message, refused.status, back)
+        return refusal_page(request, refused.message, refused.status, back)
     messages.success(request, f"Unpinned {form.cleaned_data['digest']}.")
     return HttpResponseRedirect(back)
 
@@ -284,7 +280,7 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
     repository = repository_for(request.user, registry, name)
     rollback_page = reverse("dashboard:rollback", args=[repository.name])
     if not _is_operator(request, repository):
-        return _refused(request, f"Restoring a tag needs the operator role on {repository.name}.", 403, rollback_page)
+        return refusal_page(request, f"Restoring a tag needs the operator role on {repository.name}.", 403, rollback_page)
     form = RestoreForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         return bad_query(request, form)
@@ -307,7 +303,7 @@ def restore(request: HttpRequest, name: str) -> HttpResponse:
     try:
         preview = rollback.restore_preview(registry, repository, tag, digest)
     except RegistryError as failure:
-        return _refused(request, f"Could not read the registry: {failure}", 502, rollback_page)
+        return refusal_page(request, f"Could not read the registry: {failure}", 502, rollback_page)
     if preview.gone and not error:
         status = 410  # the page says what is gone; there is nothing to confirm
     context = {

@@ -610,7 +610,8 @@ def test_the_confirmation_page_answers_refusals_with_their_status(two_releases, 
     repository, v1, v2 = two_releases
     url = reverse("dashboard:restore", args=[repository.name])
     client.force_login(people.viewer)
-    assert client.get(url, {"tag": "production", "digest": v1.digest}).status_code == 403
+    refused = client.get(url, {"tag": "production", "digest": v1.digest})
+    assert refused.status_code == 403 and b"<h1>Nothing was done</h1>" in refused.content
     assert client.post(url, {"tag": "production", "digest": v1.digest, "expected": v2.digest}).status_code == 403
 
     client.force_login(people.operator)
